@@ -1,0 +1,252 @@
+"""Every setting, named once and parsed once into a frozen :class:`Settings`.
+
+Sources, first match wins: the host app's ``app.config`` (when the blueprint is
+mounted), the process environment, then ``.env`` in the working directory. A bad
+value stops startup with :class:`ConfigError`, naming the variable and the form it
+expects, rather than failing in the middle of a request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing as t
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+DEFAULT_MODEL = "mistralai/mistral-7b-instruct:free"
+DEMO_MODEL = "ngai/demo"
+
+MISSING_KEY_MESSAGE = (
+    "Missing OPENROUTER_API_KEY: set it in the environment or in a .env file "
+    "(OPENROUTER_API_KEY=sk-or-...; get one at https://openrouter.ai/keys), "
+    "or set NGAI_DEMO=1 to serve the built-in offline demo model instead."
+)
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The parsed configuration of one app (SPEC §2)."""
+
+    #: bearer key for the upstream; empty only in demo mode. Never logged.
+    api_key: str = dataclasses.field(default="", repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    referer: str | None = None
+    title: str = "NGAI Chatbot Backend"
+    port: int = 3000
+    redis_url: str | None = None
+    demo: bool = False
+    default_model: str = DEFAULT_MODEL
+    fallback_models: tuple[str, ...] = ()
+    model_allowlist: tuple[str, ...] = ()
+    system_prompt: str = ""
+    session_ttl: float = 600.0
+    sweep_interval: float = 30.0
+    replay_ttl: float = 300.0
+    abandon_timeout: float = 30.0
+    heartbeat_interval: float = 15.0
+    upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 120.0
+    models_cache_ttl: float = 300.0
+    max_body_bytes: int = 2_097_152
+    max_sessions: int = 10_000
+    max_events: int = 20_000
+    cors_origins: tuple[str, ...] = ("*",)
+    api_tokens: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    rate_limit: str = ""
+    trusted_proxies: int = 0
+    max_streams: int = 5_000
+    log_format: str = "text"
+    metrics: bool = False
+    redis_key_prefix: str = "ngai:"
+
+    @property
+    def upstream_name(self) -> str:
+        return "demo" if self.demo else "openrouter"
+
+
+# --- parsers: each takes the raw string and returns the value or raises ValueError
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(raw)
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(raw)
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError(raw)
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError(raw)
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError(raw)
+    return value
+
+
+def _flag(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(raw)
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _url(raw: str) -> str:
+    raw = raw.strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", raw):
+        raise ValueError(raw)
+    return raw
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _optional_text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"text", "json"}:
+        raise ValueError(raw)
+    return value
+
+
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
+
+
+def _rate(raw: str) -> str:
+    if raw.strip() and not _RATE_RE.match(raw.lower()):
+        raise ValueError(raw)
+    return raw.strip()
+
+
+#: variable → (Settings field, parser, expected form shown in errors)
+VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
+    "OPENROUTER_API_KEY": ("api_key", _text, "a key string"),
+    "OPENROUTER_BASE_URL": (
+        "base_url",
+        _url,
+        "an http(s) URL such as https://openrouter.ai/api/v1",
+    ),
+    "REFERER": ("referer", _optional_text, "a URL such as https://your-site.example"),
+    "X_TITLE": ("title", _text, "a short app name"),
+    "PORT": ("port", _port, "a port number from 1 to 65535"),
+    "REDIS_URL": ("redis_url", _optional_text, "a URL such as redis://localhost:6379/0"),
+    "NGAI_DEMO": ("demo", _flag, "0 or 1"),
+    "NGAI_DEFAULT_MODEL": ("default_model", _text, "a model id"),
+    "NGAI_FALLBACK_MODELS": ("fallback_models", _csv, "a comma-separated list of model ids"),
+    "NGAI_MODEL_ALLOWLIST": ("model_allowlist", _csv, "comma-separated glob patterns (*:free)"),
+    "NGAI_SYSTEM_PROMPT": ("system_prompt", _text, "text"),
+    "NGAI_SESSION_TTL": ("session_ttl", _positive_float, "a number of seconds > 0"),
+    "NGAI_SWEEP_INTERVAL": ("sweep_interval", _positive_float, "a number of seconds > 0"),
+    "NGAI_REPLAY_TTL": ("replay_ttl", _non_negative_float, "a number of seconds >= 0"),
+    "NGAI_ABANDON_TIMEOUT": ("abandon_timeout", _non_negative_float, "a number of seconds >= 0"),
+    "NGAI_HEARTBEAT_INTERVAL": ("heartbeat_interval", _positive_float, "a number of seconds > 0"),
+    "NGAI_UPSTREAM_CONNECT_TIMEOUT": (
+        "upstream_connect_timeout",
+        _positive_float,
+        "a number of seconds > 0",
+    ),
+    "NGAI_UPSTREAM_READ_TIMEOUT": (
+        "upstream_read_timeout",
+        _positive_float,
+        "a number of seconds > 0",
+    ),
+    "NGAI_MODELS_CACHE_TTL": ("models_cache_ttl", _non_negative_float, "a number of seconds >= 0"),
+    "NGAI_MAX_BODY_BYTES": ("max_body_bytes", _positive_int, "a whole number of bytes > 0"),
+    "NGAI_MAX_SESSIONS": ("max_sessions", _positive_int, "a whole number > 0"),
+    "NGAI_MAX_EVENTS": ("max_events", _positive_int, "a whole number > 1"),
+    "NGAI_CORS_ORIGINS": ("cors_origins", _csv, "* or a comma-separated list of origins"),
+    "NGAI_API_TOKENS": ("api_tokens", _csv, "a comma-separated list of tokens"),
+    "NGAI_RATE_LIMIT": ("rate_limit", _rate, "N/second, N/minute, N/hour or N/day"),
+    "NGAI_TRUSTED_PROXIES": ("trusted_proxies", _non_negative_int, "a whole number >= 0"),
+    "NGAI_MAX_STREAMS": ("max_streams", _positive_int, "a whole number > 0"),
+    "NGAI_LOG_FORMAT": ("log_format", _log_format, "text or json"),
+    "NGAI_METRICS": ("metrics", _flag, "0 or 1"),
+    "NGAI_REDIS_KEY_PREFIX": ("redis_key_prefix", _text, "a key prefix such as ngai:"),
+}
+
+
+def read_dotenv(path: str | os.PathLike[str] = ".env") -> dict[str, str]:
+    """The variables of a ``.env`` file, or ``{}`` when there is none."""
+    if not Path(path).is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def load_settings(
+    config: t.Mapping[str, t.Any] | None = None,
+    environ: t.Mapping[str, str] | None = None,
+    dotenv: t.Mapping[str, str] | None = None,
+) -> Settings:
+    """Parse every setting from ``config``, then ``environ``, then ``dotenv``.
+
+    :param config: the host app's ``app.config`` (values may be typed already).
+    :param environ: defaults to ``os.environ``.
+    :param dotenv: defaults to the variables of ``./.env``.
+    :raises ConfigError: a value is malformed, or the API key is missing outside
+        demo mode.
+    """
+    sources: list[t.Mapping[str, t.Any]] = [
+        config or {},
+        os.environ if environ is None else environ,
+        read_dotenv() if dotenv is None else dotenv,
+    ]
+    values: dict[str, t.Any] = {}
+    for name, (field, parse, expected) in VARIABLES.items():
+        raw = next((src[name] for src in sources if src.get(name) is not None), None)
+        if raw is None:
+            continue
+        if not isinstance(raw, str):
+            raw = ",".join(map(str, raw)) if isinstance(raw, list | tuple) else str(raw)
+            raw = {"True": "1", "False": "0"}.get(raw, raw)
+        try:
+            values[field] = parse(raw)
+        except ValueError:
+            raise ConfigError(
+                f"Invalid {name}={raw!r}: expected {expected}. Fix it in the environment or .env."
+            ) from None
+    settings = Settings(**values)
+    if not settings.demo and not settings.api_key.strip():
+        raise ConfigError(MISSING_KEY_MESSAGE)
+    if settings.max_events < 2:
+        raise ConfigError(
+            f"Invalid NGAI_MAX_EVENTS={settings.max_events}: expected a whole number > 1."
+        )
+    return settings

@@ -1,0 +1,60 @@
+"""gunicorn settings for ngai_chat (used by the Procfile, ``make run`` and the tests).
+
+The gevent worker monkey-patches before it imports the app, so there is no
+``preload_app``: preloading would import ``ssl`` and ``requests`` unpatched, and
+start background greenlets in the master. Settings are checked once in the master
+(``on_starting``) so a bad value stops the server with one clear line instead of
+every worker failing to boot.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import typing as t
+
+from ngai_chat.config import ConfigError
+from ngai_chat.config import load_settings
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '3000')}"
+worker_class = "gevent"
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+#: open connections per worker; NGAI_MAX_STREAMS stays below it
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "6000"))
+#: seconds live answers get to finish on SIGTERM before the worker is stopped
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "120"))
+#: under gevent this is the worker heartbeat, not a request time limit
+timeout = 60
+keepalive = 5
+preload_app = False
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+#: gunicorn 25+ opens a control socket at one fixed path per user; several
+#: instances on one host (tests, blue/green deploys) would fight over it
+control_socket_disable = True
+
+
+def on_starting(server: t.Any) -> None:
+    """Check the configuration before forking any worker."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"ngai_chat: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    if server.cfg.workers > 1 and not settings.redis_url:
+        print(
+            f"ngai_chat: {server.cfg.workers} workers need a shared store: set REDIS_URL "
+            "(e.g. redis://localhost:6379/0), or run one worker (WEB_CONCURRENCY=1 / -w 1). "
+            "The in-memory store would split sessions between workers.",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(1)
+    if settings.demo:
+        server.log.warning(
+            "ngai_chat: demo mode (NGAI_DEMO=1): the offline model 'ngai/demo' answers; "
+            "set OPENROUTER_API_KEY to relay real models"
+        )
+    else:
+        server.log.info("ngai_chat: relaying to %s", settings.base_url)

@@ -1,0 +1,384 @@
+"""Generations and readers: the heart of the relay.
+
+A **generation** runs the one upstream request of a session in its own greenlet
+and appends every event to the session's log in the store. Beside it a
+**supervisor** greenlet ticks a few times a second: it keeps the generation marked
+alive, and stops it when ``DELETE`` set the cancel flag or when no reader has been
+attached for ``NGAI_ABANDON_TIMEOUT``. Stopping means killing the generation
+greenlet with :class:`Stop`; the exception lands where it waits (on the upstream
+socket, most likely), and its ``finally`` closes the upstream response, which is
+what stops the billing.
+
+A **reader** replays the log after the client's last event id, then follows it
+live; when nothing happens for ``NGAI_HEARTBEAT_INTERVAL`` it yields a heartbeat
+tick, which the view writes as ``: keep-alive`` — and that write is how a gone
+client is noticed under WSGI. Readers never talk to the upstream.
+
+Who ends the log, and how (exactly one terminal event, the store guarantees it)::
+
+    what happened                               terminal event
+    upstream finished (or finished, then broke)  done {finishReason}
+    DELETE, or abandoned by every reader         done {finishReason: "cancelled"}
+    upstream refused / broke / went silent       error {code: upstream_*}
+    more than NGAI_MAX_EVENTS events             error {code: too_long}
+    the generating process died (Redis store)    error {code: upstream_interrupted},
+                                                 written by a reader that saw it lapse
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import typing as t
+
+import gevent
+import gevent.greenlet
+
+from . import errors
+from .store import Event
+from .store import SessionInfo
+from .store import Store
+from .upstream import Chunk
+from .upstream import Upstream
+
+__all__ = ["Batch", "Relay", "Stop", "chunk_event_data", "done_data"]
+
+log = logging.getLogger(__name__)
+
+#: seconds between supervisor ticks; bounds how late a cancel is seen elsewhere
+TICK_INTERVAL = 0.2
+#: seconds to wait for the usage chunk (or ``[DONE]``) once the finish reason came
+FINISH_GRACE = 2.0
+#: seconds an idle reader waits before checking that the generation still lives
+LIVENESS_POLL = 2.0
+
+#: what a reader yields: events to send, or ``None`` for a heartbeat
+Batch = list[Event] | None
+
+Spawn = t.Callable[..., gevent.greenlet.Greenlet]
+
+
+class Stop(BaseException):
+    """Thrown into a generation greenlet to end it with ``done``/``cancelled``.
+
+    A ``BaseException`` so that no ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _END:
+    """Sentinel: the upstream stream is exhausted."""
+
+
+def chunk_event_data(chunk: Chunk) -> str:
+    """The ``data`` of a ``chunk`` event: the upstream chunk as received, plus a
+    top-level ``content`` with the text of ``choices[0].delta.content``.
+
+    The chunk's text is spliced rather than re-serialized, so the client sees the
+    upstream's bytes exactly (and the hot path pays one ``json.dumps`` of a string).
+    """
+    content = ""
+    choices = chunk.value.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        delta = choices[0].get("delta")
+        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+            content = delta["content"]
+    text = chunk.text.rstrip()
+    encoded = json.dumps(content, ensure_ascii=False)
+    if text.endswith("}"):
+        body = text[:-1].rstrip()
+        separator = "" if body.endswith("{") else ","
+        return f'{body}{separator}"content":{encoded}}}'
+    return json.dumps({**chunk.value, "content": content}, ensure_ascii=False)
+
+
+def done_data(finish_reason: str | None, model: str | None, usage: t.Any) -> str:
+    """The ``data`` of a ``done`` event."""
+    return json.dumps(
+        {"finishReason": finish_reason, "model": model, "usage": usage},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def error_data(error: errors.ApiError) -> str:
+    """The ``data`` of an ``error`` event."""
+    return json.dumps(error.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+def _stream_error(chunk: dict[str, t.Any]) -> errors.UpstreamStreamError | None:
+    """The error carried by a mid-stream error chunk, or ``None`` for a normal one."""
+    error = chunk.get("error")
+    choices = chunk.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    failed = isinstance(first, dict) and first.get("finish_reason") == "error"
+    if error is None and not failed:
+        return None
+    message = None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        message = error["message"]
+    elif isinstance(error, str):
+        message = error
+    return errors.UpstreamStreamError(message, upstream=error)
+
+
+class _Generation:
+    """What one generation has learned so far from the upstream."""
+
+    def __init__(self, session: SessionInfo) -> None:
+        self.session = session
+        self.model: str | None = session.request.get("model")
+        self.finish_reason: str | None = None
+        self.finished = False
+        self.usage: t.Any = None
+        self.events = 0
+        #: the supervisor may stop the greenlet only while this is true
+        self.stoppable = True
+
+
+class Relay:
+    """Starts generations and serves readers for one app.
+
+    :param store: where sessions and logs live.
+    :param upstream: where answers come from.
+    :param heartbeat: seconds of silence before a reader yields a heartbeat.
+    :param abandon_timeout: seconds a generation runs with no reader attached.
+    :param max_events: events kept per session, the terminal one included.
+    :param spawn: starts a greenlet (a seam for tests).
+    :param clock: monotonic clock.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        upstream: Upstream,
+        *,
+        heartbeat: float = 15.0,
+        abandon_timeout: float = 30.0,
+        max_events: int = 20_000,
+        spawn: Spawn = gevent.spawn,
+        clock: t.Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.heartbeat = heartbeat
+        self.abandon_timeout = abandon_timeout
+        self.max_events = max_events
+        self.spawn = spawn
+        self.clock = clock
+        #: generations running in this process, by session id
+        self.running: dict[str, gevent.greenlet.Greenlet] = {}
+        #: ``GET /stream`` responses open in this process
+        self.open_streams = 0
+
+    # --- generations -------------------------------------------------------
+
+    def start(self, session: SessionInfo) -> bool:
+        """Start the session's generation unless one was claimed already.
+
+        :return: whether this call started it.
+        """
+        if not self.store.claim(session.id):
+            return False
+        self.store.tick(session.id)  # marks it alive before any reader looks
+        self.running[session.id] = self.spawn(self._generate, session)
+        return True
+
+    def cancel(self, session_id: str) -> bool:
+        """Stop a session's generation, wherever it runs; ``False`` if unknown.
+
+        A session never streamed is ended at once: its upstream request is never
+        made, and a later ``GET`` receives ``done``/``cancelled``.
+        """
+        session = self.store.get(session_id)
+        if session is None:
+            return False
+        if self.store.claim(session_id):
+            model = session.request.get("model")
+            self.store.append(session_id, "done", done_data("cancelled", model, None))
+            return True
+        self.store.cancel(session_id)
+        greenlet = self.running.get(session_id)
+        if greenlet is not None:
+            # here: stop now rather than on the next supervisor tick
+            greenlet.kill(Stop("cancelled"), block=False)
+        return True
+
+    def _generate(self, session: SessionInfo) -> None:
+        state = _Generation(session)
+        me = gevent.getcurrent()
+        supervisor = self.spawn(self._supervise, state, me)
+        terminal: tuple[str, str]
+        try:
+            terminal = self._run(state)
+        except Stop as stop:
+            log.info("session %s: generation stopped (%s)", session.id, stop.reason)
+            terminal = ("done", done_data("cancelled", state.model, state.usage))
+        except errors.UpstreamError as exc:
+            if state.finish_reason is not None and isinstance(
+                exc, errors.UpstreamInterrupted | errors.UpstreamTimeout
+            ):
+                terminal = self._done(state)
+            else:
+                log.info("session %s: upstream failed: %s", session.id, exc.code)
+                terminal = ("error", error_data(exc))
+        except errors.ApiError as exc:
+            terminal = ("error", error_data(exc))
+        except Exception:
+            log.exception("session %s: generation failed", session.id)
+            terminal = ("error", error_data(errors.InternalError()))
+        finally:
+            state.stoppable = False
+            supervisor.kill(block=False)
+        try:
+            self.store.append(session.id, *terminal)
+        except errors.StoreUnavailable:
+            log.warning("session %s: could not store the terminal event", session.id)
+        finally:
+            self.running.pop(session.id, None)
+
+    def _run(self, state: _Generation) -> tuple[str, str]:
+        """Relay the upstream's chunks into the log; returns the terminal event."""
+        session = state.session
+        stream = self.upstream.stream_chat(session.request, referer=session.referer)
+        try:
+            chunks = iter(stream)
+            while True:
+                chunk = self._next(chunks, state)
+                if chunk is _END:
+                    break
+                assert isinstance(chunk, Chunk)
+                self._relay_chunk(state, chunk)
+        finally:
+            stream.close()
+        if state.finish_reason is None and not state.finished:
+            raise errors.UpstreamInterrupted(
+                "The model provider closed the stream before finishing the answer."
+            )
+        return self._done(state)
+
+    def _next(self, chunks: t.Iterator[Chunk], state: _Generation) -> Chunk | type[_END]:
+        """The next chunk; once the finish reason came, wait only a short grace
+        for the usage chunk, so a missing ``[DONE]`` costs seconds, not the read
+        timeout.
+        """
+        if state.finish_reason is None:
+            try:
+                return next(chunks)
+            except StopIteration:
+                state.finished = True
+                return _END
+        result: Chunk | type[_END] = _END
+        with gevent.Timeout(FINISH_GRACE, False):
+            try:
+                result = next(chunks)
+            except StopIteration:
+                state.finished = True
+        return result
+
+    def _relay_chunk(self, state: _Generation, chunk: Chunk) -> None:
+        value = chunk.value
+        failure = _stream_error(value)
+        if failure is not None:
+            raise failure
+        if isinstance(value.get("model"), str):
+            state.model = value["model"]
+        choices = value.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            reason = choices[0].get("finish_reason")
+            if isinstance(reason, str) and reason:
+                state.finish_reason = reason
+        if value.get("usage") is not None:
+            state.usage = value["usage"]
+        if state.events >= self.max_events - 1:  # keep the last slot for the terminal event
+            raise errors.TooLong(
+                f"The answer passed {self.max_events} events (NGAI_MAX_EVENTS) and was cut off."
+            )
+        self.store.append(state.session.id, "chunk", chunk_event_data(chunk))
+        state.events += 1
+
+    def _done(self, state: _Generation) -> tuple[str, str]:
+        return ("done", done_data(state.finish_reason, state.model, state.usage))
+
+    def _supervise(self, state: _Generation, generation: gevent.greenlet.Greenlet) -> None:
+        """Tick until the generation ends: keep it alive, stop it on cancel or abandon."""
+        session_id = state.session.id
+        alone_since: float | None = None
+        while state.stoppable:
+            try:
+                signals = self.store.tick(session_id)
+            except errors.StoreUnavailable:
+                gevent.sleep(TICK_INTERVAL)
+                continue
+            now = self.clock()
+            reason = None
+            if signals.cancelled:
+                reason = "cancelled"
+            elif signals.readers:
+                alone_since = None
+            elif alone_since is None:
+                alone_since = now
+            if (
+                reason is None
+                and alone_since is not None
+                and (now - alone_since >= self.abandon_timeout)
+            ):
+                reason = "abandoned"
+            if reason is not None and state.stoppable:
+                generation.kill(Stop(reason), block=False)
+                return
+            gevent.sleep(TICK_INTERVAL)
+
+    # --- readers ------------------------------------------------------------
+
+    def follow(self, session_id: str, after: int, reader_id: str) -> t.Iterator[Batch]:
+        """The events after ``after``, live, ending with the terminal event.
+
+        Yields lists of events, or ``None`` when ``heartbeat`` seconds passed
+        without any. Keeps the reader attached while it runs.
+        """
+        last_sent = last_attached = self.clock()
+        poll = min(self.heartbeat, LIVENESS_POLL)
+        while True:
+            batch = self.store.read(session_id, after, timeout=poll)
+            now = self.clock()
+            if now - last_attached >= self.heartbeat / 2:
+                self.store.attach(session_id, reader_id)
+                last_attached = now
+            if batch:
+                last_sent = now
+                terminal = next((i for i, event in enumerate(batch) if event.terminal), None)
+                if terminal is not None:
+                    yield batch[: terminal + 1]
+                    return
+                yield batch
+                after = batch[-1].id
+                continue
+            if not self._still_running(session_id, after):
+                continue  # the log just ended or vanished: read it again
+            if now - last_sent >= self.heartbeat:
+                last_sent = now
+                yield None
+
+    def _still_running(self, session_id: str, after: int) -> bool:
+        """Check an idle session: ``False`` when its log changed under the reader
+        (ended by a reader that saw the generation die, or the session vanished).
+        """
+        session = self.store.get(session_id)
+        if session is None:
+            raise errors.SessionNotFound()
+        if session.finished:
+            return False
+        if session.claimed and not self.store.generation_alive(session_id):
+            log.warning("session %s: its generation stopped ticking", session_id)
+            failure = errors.UpstreamInterrupted(
+                "The server generating this answer went away before finishing it. "
+                "Send the message again."
+            )
+            self.store.append(session_id, "error", error_data(failure))
+            return False
+        return True

@@ -1,0 +1,215 @@
+"""Validate a ``POST /prepare`` body into a :class:`ChatRequest` (SPEC §3).
+
+Errors name the offending field with a path (``messages[2].role``), so a client
+developer sees at once what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing as t
+
+from .errors import InvalidJson
+from .errors import InvalidRequest
+
+__all__ = ["PASSTHROUGH", "ROLES", "ChatRequest", "parse_json", "validate"]
+
+ROLES = ("system", "user", "assistant", "tool")
+MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
+MAX_MODEL_LENGTH = 200
+
+
+def _number(value: t.Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _integer(value: t.Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _string_or_strings(value: t.Any) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(item, str) for item in value)
+    )
+
+
+#: parameters passed upstream unchanged → (type check, expected form for the error)
+PASSTHROUGH: dict[str, tuple[t.Callable[[t.Any], bool], str]] = {
+    "temperature": (_number, "a number"),
+    "top_p": (_number, "a number"),
+    "top_k": (_integer, "a whole number"),
+    "min_p": (_number, "a number"),
+    "top_a": (_number, "a number"),
+    "max_tokens": (_integer, "a whole number"),
+    "stop": (_string_or_strings, "a string or a list of strings"),
+    "seed": (_integer, "a whole number"),
+    "frequency_penalty": (_number, "a number"),
+    "presence_penalty": (_number, "a number"),
+    "repetition_penalty": (_number, "a number"),
+    "logit_bias": (lambda v: isinstance(v, dict), "an object"),
+    "logprobs": (lambda v: isinstance(v, bool), "true or false"),
+    "top_logprobs": (_integer, "a whole number"),
+    "response_format": (lambda v: isinstance(v, dict), "an object"),
+    "tools": (lambda v: isinstance(v, list), "a list"),
+    "tool_choice": (lambda v: isinstance(v, str | dict), "a string or an object"),
+    "reasoning": (lambda v: isinstance(v, dict), "an object"),
+    "provider": (lambda v: isinstance(v, dict), "an object"),
+    "models": (
+        lambda v: isinstance(v, list) and all(isinstance(m, str) and m for m in v),
+        "a list of model ids",
+    ),
+    "transforms": (
+        lambda v: isinstance(v, list) and all(isinstance(m, str) for m in v),
+        "a list of strings",
+    ),
+    "user": (lambda v: isinstance(v, str), "a string"),
+}
+#: keys accepted besides the pass-through ones (``stream`` is ignored: always true)
+OWN_KEYS = frozenset({"model", "messages", "stream"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatRequest:
+    """A validated chat request, ready to go upstream."""
+
+    #: the model named by the client, or ``None`` for the server's default
+    model: str | None
+    messages: list[dict[str, t.Any]]
+    #: the pass-through parameters the client sent
+    params: dict[str, t.Any]
+
+
+def parse_json(body: bytes) -> t.Any:
+    """Decode a UTF-8 JSON body.
+
+    :raises InvalidJson: not UTF-8, not JSON, or with ``NaN``/``Infinity``.
+    """
+
+    def reject_constant(name: str) -> t.NoReturn:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=reject_constant)
+    except UnicodeDecodeError:
+        raise InvalidJson("The request body is not valid UTF-8 text; send UTF-8 JSON.") from None
+    except (ValueError, RecursionError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        position = (
+            f" at line {exc.lineno}, column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else ""
+        )
+        raise InvalidJson(
+            f"The request body is not valid JSON ({detail}{position}). "
+            'Send an object such as {"messages": [{"role": "user", "content": "Hi"}]}.'
+        ) from None
+
+
+def validate(body: t.Any) -> ChatRequest:
+    """Check the shape of a ``/prepare`` body.
+
+    :raises InvalidRequest: with ``field`` naming the first offending field.
+    """
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            f'The body must be a JSON object such as {{"messages": [...]}}, not {_kind(body)}.',
+            field="body",
+        )
+    for key in body:
+        if key not in OWN_KEYS and key not in PASSTHROUGH:
+            raise InvalidRequest(
+                f"Unknown field '{key}'. Allowed: model, messages, and "
+                + ", ".join(sorted(PASSTHROUGH))
+                + ".",
+                field=key,
+            )
+    model = body.get("model")
+    if model is not None and (
+        not isinstance(model, str) or not model.strip() or len(model) > MAX_MODEL_LENGTH
+    ):
+        raise InvalidRequest(
+            f"'model' must be a non-empty model id string (at most {MAX_MODEL_LENGTH} "
+            'characters) such as "mistralai/mistral-7b-instruct:free", or left out.',
+            field="model",
+        )
+    if "messages" not in body:
+        raise InvalidRequest(
+            "'messages' is required: a non-empty list such as "
+            '[{"role": "user", "content": "Hello"}].',
+            field="messages",
+        )
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest(
+            "'messages' must be a non-empty list of {role, content} objects.",
+            field="messages",
+        )
+    checked = [_message(item, f"messages[{index}]") for index, item in enumerate(messages)]
+    params = {}
+    for key, (check, expected) in PASSTHROUGH.items():
+        if key in body:
+            value = body[key]
+            if not check(value) or (isinstance(value, float) and not math.isfinite(value)):
+                raise InvalidRequest(f"'{key}' must be {expected}.", field=key)
+            params[key] = value
+    return ChatRequest(model=model, messages=checked, params=params)
+
+
+def _message(item: t.Any, path: str) -> dict[str, t.Any]:
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"{path} must be an object with 'role' and 'content'.", field=path)
+    for key in item:
+        if key not in MESSAGE_KEYS:
+            raise InvalidRequest(
+                f"{path} has an unknown field '{key}'. Allowed: "
+                + ", ".join(sorted(MESSAGE_KEYS))
+                + ".",
+                field=f"{path}.{key}",
+            )
+    role = item.get("role")
+    if role not in ROLES:
+        raise InvalidRequest(
+            f"{path}.role must be one of {', '.join(ROLES)}; got {_show(role)}.",
+            field=f"{path}.role",
+        )
+    content = item.get("content")
+    if content is None and not (role == "assistant" and item.get("tool_calls")):
+        raise InvalidRequest(
+            f"{path}.content is required: a string or a list of content parts.",
+            field=f"{path}.content",
+        )
+    if isinstance(content, list):
+        for index, part in enumerate(content):
+            part_path = f"{path}.content[{index}]"
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise InvalidRequest(
+                    f"{part_path} must be a content part object with a 'type', such as "
+                    '{"type": "text", "text": "Hello"}.',
+                    field=part_path,
+                )
+    elif content is not None and not isinstance(content, str):
+        raise InvalidRequest(
+            f"{path}.content must be a string or a list of content parts; got {_kind(content)}.",
+            field=f"{path}.content",
+        )
+    for key, kind, expected in (
+        ("name", str, "a string"),
+        ("tool_call_id", str, "a string"),
+        ("tool_calls", list, "a list"),
+    ):
+        if key in item and not isinstance(item[key], kind):
+            raise InvalidRequest(f"{path}.{key} must be {expected}.", field=f"{path}.{key}")
+    return item
+
+
+def _kind(value: t.Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number" if _number(value) else type(value).__name__)
+
+
+def _show(value: t.Any) -> str:
+    return repr(value) if isinstance(value, str) else _kind(value)

@@ -1,0 +1,156 @@
+"""The store interface: sessions and their event logs.
+
+A *session* is created by ``POST /prepare`` and holds the upstream request. Its
+*event log* holds the SSE events of its one generation, numbered 1, 2, 3, …; the
+last one is terminal (``done`` or ``error``). Readers replay the log and follow it
+live, so that a reconnect, a second tab or another instance sees the same events.
+
+Lifecycle of a session, as seen through :meth:`Store.get`::
+
+    pending ──claim()──▶ running ──append(terminal)──▶ finished ──replay_ttl──▶ gone
+       └──── expires_at passes ────────────────────────────────────────────▶ gone
+
+Contract every implementation keeps:
+
+* **Expiry is exact.** A pending session past its ``expires_at`` and a finished
+  one past ``finished_at + replay_ttl`` are gone for every method at once, whether
+  or not :meth:`Store.sweep` has run. Sweeping only frees the memory.
+* **One claim.** :meth:`Store.claim` returns ``True`` to exactly one caller per
+  session, across every process sharing the store.
+* **One terminal event.** After a terminal event, :meth:`Store.append` appends
+  nothing and returns ``None``; so racing writers of a terminal event (the
+  generation and a reader that saw it die) cannot produce two.
+* **Blocking reads wake promptly.** :meth:`Store.read` returns as soon as an
+  event past ``after`` exists, or ``[]`` once ``timeout`` passes.
+* Backend failures raise :class:`~ngai_chat.errors.StoreUnavailable`; no
+  foreign exception (``redis.ConnectionError``) leaves a store.
+
+Methods are called from many greenlets of one process at once; the memory store
+is safe for that because gevent switches only where a greenlet blocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+__all__ = ["TERMINAL_EVENTS", "Event", "GenerationSignals", "SessionInfo", "Store"]
+
+#: event names that end a stream
+TERMINAL_EVENTS = frozenset({"done", "error"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One SSE event of a session's log."""
+
+    #: position in the log, from 1
+    id: int
+    #: ``chunk``, ``done`` or ``error``
+    name: str
+    #: the JSON text sent as the event's ``data:`` line
+    data: str
+
+    @property
+    def terminal(self) -> bool:
+        return self.name in TERMINAL_EVENTS
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionInfo:
+    """A session as :meth:`Store.get` sees it now."""
+
+    id: str
+    #: the body to send upstream (model, messages, parameters), ``stream`` unset
+    request: dict[str, t.Any]
+    #: value for the upstream ``HTTP-Referer`` header, if any
+    referer: str | None
+    #: wall-clock seconds (``time.time()``) when created
+    created_at: float
+    #: wall-clock deadline for the first ``GET /stream``
+    expires_at: float
+    #: a generation has been claimed (it may have finished since)
+    claimed: bool = False
+    #: id of the terminal event once the log has one
+    terminal_id: int | None = None
+    #: ``DELETE`` was called
+    cancelled: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.terminal_id is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationSignals:
+    """What a running generation learns on each tick of its supervisor."""
+
+    #: ``DELETE /stream/<id>`` was called
+    cancelled: bool
+    #: readers attached right now, in every process
+    readers: int
+
+
+class Store(t.Protocol):
+    """Where sessions and event logs live (memory, or Redis for many processes)."""
+
+    #: ``"memory"`` or ``"redis"``, as reported by ``/health``
+    kind: str
+
+    def create(self, session: SessionInfo) -> None:
+        """Store a new pending session; it is gone after ``session.expires_at``."""
+
+    def get(self, session_id: str) -> SessionInfo | None:
+        """The session, or ``None`` if unknown or expired."""
+
+    def claim(self, session_id: str) -> bool:
+        """Mark the session running; ``True`` for the one caller that wins.
+
+        A claimed session no longer expires by ``expires_at``; it lives until its
+        terminal event plus the replay TTL.
+        """
+
+    def append(self, session_id: str, name: str, data: str) -> int | None:
+        """Append an event and wake its readers.
+
+        :return: the new event's id, or ``None`` when the log already ended or
+            the session is gone.
+        """
+
+    def read(self, session_id: str, after: int, timeout: float) -> list[Event]:
+        """Events with ids greater than ``after``, waiting up to ``timeout``
+        seconds for the first one. ``[]`` on timeout or when the session is gone.
+        """
+
+    def cancel(self, session_id: str) -> bool:
+        """Set the cancel flag; ``False`` when the session is unknown."""
+
+    def attach(self, session_id: str, reader_id: str) -> None:
+        """Record (or refresh) an attached reader. Readers call it at least once
+        per heartbeat interval while attached.
+        """
+
+    def detach(self, session_id: str, reader_id: str) -> None:
+        """Forget an attached reader."""
+
+    def tick(self, session_id: str) -> GenerationSignals:
+        """Called by a running generation a few times a second: reports cancel
+        and readers, and marks the generation alive (see :meth:`generation_alive`).
+        """
+
+    def generation_alive(self, session_id: str) -> bool:
+        """Whether the claimed generation still ticks; readers that see it lapse
+        end the log with ``upstream_interrupted``.
+        """
+
+    def count_live(self) -> int:
+        """Sessions that are pending or running (not finished, not expired)."""
+
+    def sweep(self, now: float) -> int:
+        """Free the sessions expired at ``now``; returns how many."""
+
+    def ping(self) -> None:
+        """Raise :class:`~ngai_chat.errors.StoreUnavailable` if unreachable."""
+
+    def close(self) -> None:
+        """Release connections."""

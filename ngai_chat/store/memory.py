@@ -1,0 +1,150 @@
+"""The in-process store: dicts and gevent wake-ups.
+
+Correct only inside one worker process; ``create_app`` refuses to start several
+workers on it (see :mod:`ngai_chat.config`). Every method runs without blocking
+except :meth:`MemoryStore.read`, so no other greenlet can interleave inside one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import typing as t
+
+import gevent.event
+
+from .base import Event
+from .base import GenerationSignals
+from .base import SessionInfo
+
+__all__ = ["MemoryStore"]
+
+
+@dataclasses.dataclass
+class _Entry:
+    info: SessionInfo
+    events: list[Event] = dataclasses.field(default_factory=list)
+    readers: set[str] = dataclasses.field(default_factory=set)
+    finished_at: float | None = None
+    #: replaced on every append; readers wait on the one they saw
+    changed: gevent.event.Event = dataclasses.field(default_factory=gevent.event.Event)
+
+
+class MemoryStore:
+    """Sessions and event logs in this process's memory.
+
+    :param replay_ttl: seconds a finished log stays readable.
+    :param clock: wall-clock source, injectable for tests.
+    """
+
+    kind = "memory"
+
+    def __init__(self, *, replay_ttl: float, clock: t.Callable[[], float] = time.time) -> None:
+        self.replay_ttl = replay_ttl
+        self.clock = clock
+        self._entries: dict[str, _Entry] = {}
+
+    def _live(self, session_id: str, now: float | None = None) -> _Entry | None:
+        entry = self._entries.get(session_id)
+        if entry is None:
+            return None
+        if self._expired(entry, self.clock() if now is None else now):
+            self._drop(session_id)
+            return None
+        return entry
+
+    def _expired(self, entry: _Entry, now: float) -> bool:
+        if entry.finished_at is not None:
+            return now >= entry.finished_at + self.replay_ttl
+        return not entry.info.claimed and now >= entry.info.expires_at
+
+    def _drop(self, session_id: str) -> None:
+        entry = self._entries.pop(session_id, None)
+        if entry is not None:
+            entry.changed.set()  # readers blocked on it find the session gone
+
+    def create(self, session: SessionInfo) -> None:
+        self._entries[session.id] = _Entry(info=session)
+
+    def get(self, session_id: str) -> SessionInfo | None:
+        entry = self._live(session_id)
+        return None if entry is None else entry.info
+
+    def claim(self, session_id: str) -> bool:
+        entry = self._live(session_id)
+        if entry is None or entry.info.claimed:
+            return False
+        entry.info = dataclasses.replace(entry.info, claimed=True)
+        return True
+
+    def append(self, session_id: str, name: str, data: str) -> int | None:
+        entry = self._live(session_id)
+        if entry is None or entry.finished_at is not None:
+            return None
+        event = Event(id=len(entry.events) + 1, name=name, data=data)
+        entry.events.append(event)
+        if event.terminal:
+            entry.finished_at = self.clock()
+            entry.info = dataclasses.replace(entry.info, terminal_id=event.id)
+        changed, entry.changed = entry.changed, gevent.event.Event()
+        changed.set()
+        return event.id
+
+    def read(self, session_id: str, after: int, timeout: float) -> list[Event]:
+        entry = self._live(session_id)
+        if entry is None:
+            return []
+        if len(entry.events) <= after:
+            entry.changed.wait(timeout)
+            entry = self._live(session_id)
+            if entry is None:
+                return []
+        return entry.events[max(after, 0) :]
+
+    def cancel(self, session_id: str) -> bool:
+        entry = self._live(session_id)
+        if entry is None:
+            return False
+        entry.info = dataclasses.replace(entry.info, cancelled=True)
+        return True
+
+    def attach(self, session_id: str, reader_id: str) -> None:
+        entry = self._live(session_id)
+        if entry is not None:
+            entry.readers.add(reader_id)
+
+    def detach(self, session_id: str, reader_id: str) -> None:
+        entry = self._entries.get(session_id)
+        if entry is not None:
+            entry.readers.discard(reader_id)
+
+    def tick(self, session_id: str) -> GenerationSignals:
+        entry = self._entries.get(session_id)
+        if entry is None:
+            return GenerationSignals(cancelled=True, readers=0)
+        return GenerationSignals(cancelled=entry.info.cancelled, readers=len(entry.readers))
+
+    def generation_alive(self, session_id: str) -> bool:
+        # The generation runs in this process and always ends its log in a
+        # ``finally``; it cannot die while the process lives.
+        return session_id in self._entries
+
+    def count_live(self) -> int:
+        now = self.clock()
+        return sum(
+            1
+            for entry in self._entries.values()
+            if entry.finished_at is None and not self._expired(entry, now)
+        )
+
+    def sweep(self, now: float) -> int:
+        expired = [sid for sid, entry in self._entries.items() if self._expired(entry, now)]
+        for session_id in expired:
+            self._drop(session_id)
+        return len(expired)
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._entries.clear()

@@ -1,0 +1,415 @@
+"""``chat_blueprint``: the HTTP surface (SPEC §3); the only module that reads ``request``.
+
+Registering the blueprint is all a host app does: :func:`init_app` runs once per
+app on registration (unless :func:`ngai_chat.create_app` ran it first with test
+doubles) and keeps the app's services in ``app.extensions["ngai_chat"]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import re
+import time
+import typing as t
+import uuid
+
+import flask
+from flask import Blueprint
+from flask import current_app
+from flask import request
+from flask.blueprints import BlueprintSetupState
+from flask_cors import CORS
+from werkzeug.exceptions import HTTPException
+
+from . import __version__
+from . import errors
+from . import sse
+from .catalog import ModelsCache
+from .catalog import filter_models
+from .config import DEMO_MODEL
+from .config import Settings
+from .config import load_settings
+from .guards import check_model_allowed
+from .log import configure_logging
+from .relay import Relay
+from .relay import error_data
+from .schema import parse_json
+from .schema import validate
+from .store import SessionInfo
+from .store import Store
+from .store import store_from_url
+from .sweeper import Sweeper
+from .upstream import Upstream
+
+__all__ = ["Services", "chat_blueprint", "get_services", "init_app"]
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "ngai_chat"
+#: milliseconds a browser waits before reconnecting a dropped stream
+RETRY_MS = 3000
+HEARTBEAT = sse.comment("keep-alive")
+SSE_HEADERS = {
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",
+}
+_SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+chat_blueprint = Blueprint(
+    "ngai_chat",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+bp = chat_blueprint
+
+
+@dataclasses.dataclass
+class Services:
+    """Everything one app's chat endpoints use."""
+
+    settings: Settings
+    store: Store
+    upstream: Upstream
+    relay: Relay
+    sweeper: Sweeper
+    models: ModelsCache
+    #: wall-clock source for session deadlines
+    clock: t.Callable[[], float] = time.time
+
+
+def get_services() -> Services:
+    """The services of the current app."""
+    return t.cast(Services, current_app.extensions[EXTENSION])
+
+
+def init_app(
+    app: flask.Flask,
+    *,
+    settings: Settings | None = None,
+    store: Store | None = None,
+    upstream: Upstream | None = None,
+    clock: t.Callable[[], float] = time.time,
+) -> Services:
+    """Build the app's services from its settings (once per app).
+
+    :param settings: defaults to :func:`~ngai_chat.config.load_settings` over
+        ``app.config``, the environment and ``.env``.
+    :param store: defaults to the store for ``REDIS_URL``.
+    :param upstream: defaults to OpenRouter, or the demo model with ``NGAI_DEMO=1``.
+    :raises ConfigError: a setting is missing or malformed.
+    """
+    if EXTENSION in app.extensions:
+        return t.cast(Services, app.extensions[EXTENSION])
+    settings = settings or load_settings(app.config)
+    configure_logging([settings.api_key])
+    if store is None:
+        store = store_from_url(
+            settings.redis_url,
+            replay_ttl=settings.replay_ttl,
+            clock=clock,
+            key_prefix=settings.redis_key_prefix,
+            heartbeat=settings.heartbeat_interval,
+            max_events=settings.max_events,
+        )
+    if upstream is None:
+        upstream = _default_upstream(settings)
+    services = Services(
+        settings=settings,
+        store=store,
+        upstream=upstream,
+        relay=Relay(
+            store,
+            upstream,
+            heartbeat=settings.heartbeat_interval,
+            abandon_timeout=settings.abandon_timeout,
+            max_events=settings.max_events,
+        ),
+        sweeper=Sweeper(store, settings.sweep_interval, clock=clock),
+        models=ModelsCache(upstream, settings.models_cache_ttl),
+        clock=clock,
+    )
+    app.extensions[EXTENSION] = services
+    if settings.demo:
+        log.warning(
+            "Demo mode (NGAI_DEMO=1): no upstream is called; the offline model %r answers "
+            "every request. Set OPENROUTER_API_KEY to relay real models.",
+            DEMO_MODEL,
+        )
+    else:
+        log.info("relaying to %s (store: %s)", settings.base_url, store.kind)
+    return services
+
+
+def _default_upstream(settings: Settings) -> Upstream:
+    if settings.demo:
+        from .upstream.demo import DemoUpstream
+
+        return DemoUpstream()
+    from .upstream.openrouter import OpenRouterUpstream
+
+    return OpenRouterUpstream(
+        api_key=settings.api_key,
+        base_url=settings.base_url,
+        title=settings.title,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        pool_size=min(settings.max_streams, 1000),
+    )
+
+
+@bp.record_once
+def _on_register(state: BlueprintSetupState) -> None:
+    app = t.cast(flask.Flask, state.app)
+    services = init_app(app)
+    prefix = (state.url_prefix or "").rstrip("/")
+    CORS(
+        app,
+        resources={rf"{re.escape(prefix)}/.*": {"origins": list(services.settings.cors_origins)}},
+        allow_headers=["Content-Type", "Authorization", "Last-Event-ID"],
+        expose_headers=["Retry-After", "Warning"],
+        methods=["GET", "POST", "DELETE", "OPTIONS"],
+        max_age=600,
+    )
+
+
+@bp.before_request
+def _ensure_sweeper() -> None:
+    get_services().sweeper.ensure_running()
+
+
+# --- errors -----------------------------------------------------------------
+
+
+def error_response(error: errors.ApiError) -> flask.Response:
+    """The JSON response for an error (SPEC §4)."""
+    response = flask.jsonify(error.to_body())
+    response.status_code = error.status
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+_HTTP_ERRORS: dict[int, type[errors.ApiError]] = {
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+}
+
+
+def http_error_response(exc: HTTPException) -> flask.Response:
+    """A werkzeug HTTP error as SPEC §4 JSON."""
+    cls = _HTTP_ERRORS.get(exc.code or 500)
+    if cls is None:
+        if (exc.code or 500) < 500:
+            error: errors.ApiError = errors.InvalidRequest(exc.description)
+        else:
+            error = errors.InternalError()
+    else:
+        error = cls()
+    response = error_response(error)
+    if exc.code == 405 and exc.response is None:
+        allowed = getattr(exc, "valid_methods", None)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+def internal_error_response(exc: Exception) -> flask.Response:
+    """Log the traceback; the client gets a plain ``internal_error``."""
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(errors.InternalError())
+
+
+bp.register_error_handler(errors.ApiError, error_response)
+bp.register_error_handler(HTTPException, http_error_response)
+bp.register_error_handler(Exception, internal_error_response)
+
+
+# --- endpoints --------------------------------------------------------------
+
+
+@bp.get("/")
+def index() -> str:
+    services = get_services()
+    api_base = flask.url_for(".prepare")[: -len("/prepare")]
+    return flask.render_template(
+        "ngai_chat/index.html",
+        api_base=api_base,
+        demo=services.settings.demo,
+        default_model=DEMO_MODEL if services.settings.demo else services.settings.default_model,
+        version=__version__,
+    )
+
+
+@bp.post("/prepare")
+def prepare() -> flask.Response:
+    services = get_services()
+    settings = services.settings
+    if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
+        raise errors.UnsupportedMediaType(
+            "Send the body as JSON with 'Content-Type: application/json'"
+            + (f" (got '{request.mimetype}')." if request.mimetype else ".")
+        )
+    chat = validate(parse_json(_read_body(settings.max_body_bytes)))
+    model = chat.model or (DEMO_MODEL if settings.demo else settings.default_model)
+    check_model_allowed(model, settings.model_allowlist)
+    for index, fallback in enumerate(chat.params.get("models", ())):
+        check_model_allowed(fallback, settings.model_allowlist, field=f"models[{index}]")
+    messages = chat.messages
+    if settings.system_prompt and not any(m["role"] == "system" for m in messages):
+        messages = [{"role": "system", "content": settings.system_prompt}, *messages]
+    body: dict[str, t.Any] = {"model": model, "messages": messages, **chat.params}
+    if settings.fallback_models and "models" not in body:
+        body["models"] = list(settings.fallback_models)
+    origin = request.headers.get("Origin")
+    referer = settings.referer or (origin if origin and origin != "null" else None)
+    now = services.clock()
+    session = SessionInfo(
+        id=str(uuid.uuid4()),
+        request=body,
+        referer=referer,
+        created_at=now,
+        expires_at=now + settings.session_ttl,
+    )
+    services.store.create(session)
+    return flask.jsonify(
+        sessionId=session.id,
+        streamUrl=flask.url_for(".stream", session_id=session.id),
+        expiresAt=_iso(session.expires_at),
+    )
+
+
+def _read_body(limit: int) -> bytes:
+    too_large = errors.PayloadTooLarge(
+        f"The request body is larger than {limit} bytes (NGAI_MAX_BODY_BYTES); "
+        "send a shorter conversation."
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise too_large
+    return data
+
+
+def _iso(timestamp: float) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _last_event_id() -> int | None:
+    """The client's last event id (``Last-Event-ID`` header or ``?lastEventId=``).
+
+    Present but unreadable counts as 0: the client has seen nothing usable.
+    """
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None:
+        raw = request.args.get("lastEventId")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    return int(raw) if raw.isdigit() and len(raw) < 12 else 0
+
+
+@bp.get("/stream/", defaults={"session_id": ""})
+@bp.get("/stream/<path:session_id>")
+def stream(session_id: str) -> flask.Response:
+    services = get_services()
+    last_id = _last_event_id()
+    session = services.store.get(session_id) if _SESSION_ID.match(session_id) else None
+    if session is None:
+        if last_id is not None:
+            return flask.Response(status=204)
+        not_found = sse.event(error_data(errors.SessionNotFound()), name="error", id=1)
+        return _event_stream(iter([_preamble(), not_found]))
+    if session.terminal_id is not None and last_id is not None and last_id >= session.terminal_id:
+        return flask.Response(status=204)
+    relay = services.relay
+    reader_id = uuid.uuid4().hex
+    services.store.attach(session_id, reader_id)
+    if not session.claimed:
+        relay.start(session)
+    relay.open_streams += 1
+    response = _event_stream(_frames(relay, session_id, last_id or 0, reader_id))
+
+    def closed() -> None:
+        relay.open_streams -= 1
+        with contextlib.suppress(errors.StoreUnavailable):
+            services.store.detach(session_id, reader_id)
+
+    response.call_on_close(closed)
+    return response
+
+
+def _preamble() -> bytes:
+    return sse.retry(RETRY_MS) + sse.comment("ngai_chat stream")
+
+
+def _event_stream(frames: t.Iterator[bytes]) -> flask.Response:
+    return flask.Response(
+        frames, content_type="text/event-stream; charset=utf-8", headers=SSE_HEADERS
+    )
+
+
+def _frames(relay: Relay, session_id: str, after: int, reader_id: str) -> t.Iterator[bytes]:
+    """The bytes of one stream. Plain values only: no request context in here."""
+    yield _preamble()
+    try:
+        for batch in relay.follow(session_id, after, reader_id):
+            if batch is None:
+                yield HEARTBEAT
+                continue
+            yield b"".join(sse.event(e.data, name=e.name, id=e.id) for e in batch)
+            after = batch[-1].id
+    except (errors.SessionNotFound, errors.StoreUnavailable) as exc:
+        yield sse.event(error_data(exc), name="error", id=after + 1)
+
+
+@bp.delete("/stream/", defaults={"session_id": ""})
+@bp.delete("/stream/<path:session_id>")
+def cancel(session_id: str) -> flask.Response:
+    services = get_services()
+    if not _SESSION_ID.match(session_id) or not services.relay.cancel(session_id):
+        raise errors.SessionNotFound()
+    return flask.Response(status=204)
+
+
+@bp.get("/models")
+def models() -> flask.Response:
+    services = get_services()
+    data, stale = services.models.get()
+    free_only = request.args.get("free", "").lower() in {"1", "true", "yes"}
+    response = flask.jsonify(
+        filter_models(data, allowlist=services.settings.model_allowlist, free_only=free_only)
+    )
+    if stale:
+        response.headers["Warning"] = "110 - stale"
+    return response
+
+
+@bp.get("/health")
+def health() -> flask.Response:
+    services = get_services()
+    body: dict[str, t.Any] = {
+        "status": "ok",
+        "upstream": services.upstream.name,
+        "store": services.store.kind,
+        "sessions": 0,
+        "streams": services.relay.open_streams,
+        "version": __version__,
+    }
+    try:
+        services.store.ping()
+        body["sessions"] = services.store.count_live()
+    except errors.StoreUnavailable as exc:
+        body.update(status="degraded", error=exc.to_dict())
+        response = flask.jsonify(body)
+        response.status_code = 503
+        return response
+    return flask.jsonify(body)

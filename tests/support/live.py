@@ -1,0 +1,140 @@
+"""Serve the app with gunicorn's gevent worker on 127.0.0.1, as production does.
+
+Integration tests run the app as a subprocess rather than in-process: the gevent
+worker monkey-patches before the app is imported, exactly like the ``Procfile``,
+and the test process itself stays unpatched.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import typing as t
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+__all__ = ["ROOT", "LiveApp", "free_port", "wait_until"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: t.Callable[[], t.Any], timeout: float, what: str) -> t.Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class LiveApp:
+    """One gunicorn process serving ``wsgi:app`` (or ``app_spec``) on a free port.
+
+    :param env: settings for the app (``NGAI_*``, ``OPENROUTER_*``, ``REDIS_URL``);
+        the test process's own ``NGAI_*``/``OPENROUTER_*``/``REDIS_URL`` are not
+        inherited.
+    :param workers: gunicorn ``-w``.
+    :param app_spec: the WSGI app to load, ``module:attr``.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        workers: int = 1,
+        app_spec: str = "wsgi:app",
+        port: int | None = None,
+        extra_args: t.Sequence[str] = (),
+    ) -> None:
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the app
+            prefix="ngai-live-", suffix=".log", delete=False
+        )
+        clean = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("NGAI_", "OPENROUTER_")) and k not in {"REDIS_URL", "PORT"}
+        }
+        clean.update({"PYTHONUNBUFFERED": "1", "PORT": str(self.port)})
+        clean.update(env or {})
+        self.env = clean
+        self.args = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(ROOT / "gunicorn.conf.py"),
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "-w",
+            str(workers),
+            *extra_args,
+            app_spec,
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> LiveApp:
+        """Start gunicorn and wait until ``/health`` answers."""
+        self.proc = subprocess.Popen(
+            self.args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"gunicorn exited early:\n{self.log_text()}")
+            try:
+                return requests.get(self.base_url + "/health", timeout=1).status_code < 600
+            except requests.RequestException:
+                return False
+
+        wait_until(ready, timeout, f"gunicorn on port {self.port}")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group's master (workers die with it)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log_text(self) -> str:
+        """Everything gunicorn and the app logged so far."""
+        self._log.flush()
+        return Path(self._log.name).read_text(encoding="utf-8", errors="replace")
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def __enter__(self) -> LiveApp:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._log.close()
+        os.unlink(self._log.name)
