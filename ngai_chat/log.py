@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import typing as t
 
 __all__ = ["RedactingFilter", "configure_logging"]
 
@@ -38,13 +39,25 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (as ``logging.lastResort``)."""
+
+    @property
+    def stream(self) -> t.TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: t.TextIO) -> None:
+        pass
+
+
 def configure_logging(secrets: list[str], level: int = logging.INFO) -> None:
     """Send ``ngai_chat`` logs to stderr, and scrub ``secrets`` from every handler
     of the ``ngai_chat``, root and ``gunicorn`` loggers. Safe to call again.
     """
     logger = logging.getLogger("ngai_chat")
     if not any(getattr(h, "_ngai_chat", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(
             logging.Formatter(
                 "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",

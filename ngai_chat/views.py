@@ -167,9 +167,11 @@ def _on_register(state: BlueprintSetupState) -> None:
     app = t.cast(flask.Flask, state.app)
     services = init_app(app)
     prefix = (state.url_prefix or "").rstrip("/")
+    origins = list(services.settings.cors_origins)
     CORS(
         app,
-        resources={rf"{re.escape(prefix)}/.*": {"origins": list(services.settings.cors_origins)}},
+        resources={rf"{re.escape(prefix)}/.*": {"origins": origins}},
+        send_wildcard=origins == ["*"],
         allow_headers=["Content-Type", "Authorization", "Last-Event-ID"],
         expose_headers=["Retry-After", "Warning"],
         methods=["GET", "POST", "DELETE", "OPTIONS"],

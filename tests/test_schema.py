@@ -105,9 +105,28 @@ def test_model_is_optional() -> None:
 
 
 def test_every_spec_passthrough_key_is_accepted() -> None:
-    spec = (
-        "temperature top_p top_k min_p top_a max_tokens stop seed frequency_penalty "
-        "presence_penalty repetition_penalty logit_bias logprobs top_logprobs "
-        "response_format tools tool_choice reasoning provider models transforms user"
-    ).split()
+    spec = [
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "top_a",
+        "max_tokens",
+        "stop",
+        "seed",
+        "frequency_penalty",
+        "presence_penalty",
+        "repetition_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "reasoning",
+        "provider",
+        "models",
+        "transforms",
+        "user",
+    ]
     assert set(spec) == set(PASSTHROUGH)
