@@ -62,3 +62,62 @@ def events(frames: list[Frame]) -> list[Frame]:
 def texts(frames: list[Frame]) -> str:
     """The concatenated ``content`` of every ``chunk`` event."""
     return "".join(f.json["content"] for f in frames if f.name == "chunk")
+
+
+class StreamReader:
+    """Reads an SSE response over a real socket, frame by frame, as it arrives.
+
+    :param url: the stream URL.
+    :param headers: e.g. ``{"Last-Event-ID": "3"}``.
+    :param timeout: seconds of silence before a read fails.
+    """
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 10):
+        import requests
+
+        self.response = requests.get(url, headers=headers, stream=True, timeout=(5, timeout))
+        self._buffer = b""
+        self._eof = False
+        self.frames: list[Frame] = []
+
+    @property
+    def status(self) -> int:
+        return int(self.response.status_code)
+
+    def next(self) -> Frame | None:
+        """The next whole frame, or ``None`` at the end of the body."""
+        while b"\n\n" not in self._buffer:
+            if self._eof:
+                assert not self._buffer, f"body ended inside a frame: {self._buffer!r}"
+                return None
+            data = self.response.raw.read1(65536)
+            if not data:
+                self._eof = True
+            self._buffer += data
+        block, self._buffer = self._buffer.split(b"\n\n", 1)
+        frame = parse_block(block.decode("utf-8"))  # strict: split characters would fail
+        self.frames.append(frame)
+        return frame
+
+    def until(self, predicate: t.Callable[[Frame], bool]) -> Frame:
+        """Read until a frame matches ``predicate``; fail at the end of the body."""
+        while True:
+            frame = self.next()
+            assert frame is not None, f"stream ended before the expected frame: {self.frames}"
+            if predicate(frame):
+                return frame
+
+    def read_all(self) -> list[Frame]:
+        """Every remaining frame, up to the end of the body."""
+        while self.next() is not None:
+            pass
+        return self.frames
+
+    def close(self) -> None:
+        self.response.close()
+
+    def __enter__(self) -> StreamReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
