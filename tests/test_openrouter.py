@@ -165,9 +165,7 @@ def test_html_page_is_unavailable(client: OpenRouterUpstream, status: int) -> No
 
 @responses.activate
 def test_json_error_with_status_200(client: OpenRouterUpstream) -> None:
-    add_stream(
-        b'{"error": {"code": 400, "message": "bad model"}}', content_type="application/json"
-    )
+    add_stream(b'{"error": {"code": 400, "message": "bad model"}}', content_type="application/json")
     with pytest.raises(errors.UpstreamBadRequest, match="bad model"):
         chunks(client)
 
