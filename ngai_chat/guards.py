@@ -1,12 +1,21 @@
-"""Checks a ``/prepare`` request passes before a session is created."""
+"""Checks a request passes before it costs anything: tokens, model allowlist, rate."""
 
 from __future__ import annotations
 
 import fnmatch
+import hmac
+import math
+import re
+import time
+import typing as t
 
 from .errors import ModelNotAllowed
+from .errors import RateLimited
+from .errors import Unauthorized
 
-__all__ = ["check_model_allowed", "model_allowed"]
+__all__ = ["RateLimiter", "check_model_allowed", "check_token", "model_allowed", "parse_rate"]
+
+_WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 def model_allowed(model: str, allowlist: tuple[str, ...]) -> bool:
@@ -23,3 +32,81 @@ def check_model_allowed(model: str, allowlist: tuple[str, ...], field: str = "mo
             + ". GET /models lists them.",
             field=field,
         )
+
+
+def check_token(authorization: str | None, tokens: tuple[str, ...]) -> str | None:
+    """The caller's bearer token when ``NGAI_API_TOKENS`` is set, else ``None``.
+
+    :raises Unauthorized: tokens are required and none of them was sent.
+    """
+    if not tokens:
+        return None
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and token:
+        # compare against every token, in constant time, so timing tells nothing
+        matches = [hmac.compare_digest(token.encode(), known.encode()) for known in tokens]
+        if any(matches):
+            return token
+    raise Unauthorized(
+        "This server requires an API token: send 'Authorization: Bearer <token>' "
+        "with one of the tokens in its NGAI_API_TOKENS."
+        if not authorization
+        else "The bearer token is not valid for this server (NGAI_API_TOKENS)."
+    )
+
+
+def parse_rate(rate: str) -> tuple[int, int] | None:
+    """``"20/minute"`` → ``(20, 60)``: calls allowed per window of seconds."""
+    match = re.match(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$", rate.lower())
+    if not match:
+        return None
+    return int(match.group(1)), _WINDOWS[match.group(2)]
+
+
+class RateLimiter:
+    """A fixed-window counter per client key (this process only).
+
+    :param limit: calls allowed per window.
+    :param window: window length in seconds.
+    :param counter: ``counter(key, window) -> (count, seconds_left)``; the
+        store's, so that every instance sharing Redis shares the limit.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window: int,
+        counter: t.Callable[[str, int], tuple[int, float]] | None = None,
+        *,
+        clock: t.Callable[[], float] = time.time,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._counter = counter or self._local_count
+        self._counts: dict[str, int] = {}
+        self._window_start = 0
+
+    def _local_count(self, key: str, window: int) -> tuple[int, float]:
+        now = self.clock()
+        start = int(now // window) * window
+        if start != self._window_start:
+            self._counts.clear()  # a new window: forget every client at once
+            self._window_start = start
+        self._counts[key] = self._counts.get(key, 0) + 1
+        return self._counts[key], start + window - now
+
+    def hit(self, key: str) -> None:
+        """Count one call for ``key``.
+
+        :raises RateLimited: over the limit, with the seconds until it resets.
+        """
+        count, left = self._counter(f"rate:{key}", self.window)
+        if count > self.limit:
+            retry_after = max(1, math.ceil(left))
+            raise RateLimited(
+                f"Too many requests: the limit is {self.limit} per {self.window} s "
+                f"(NGAI_RATE_LIMIT). Try again in {retry_after} s.",
+                retry_after=retry_after,
+            )

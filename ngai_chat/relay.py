@@ -31,18 +31,28 @@ import json
 import logging
 import time
 import typing as t
+import weakref
 
 import gevent
 import gevent.greenlet
 
 from . import errors
+from .metrics import Metrics
 from .store import Event
 from .store import SessionInfo
 from .store import Store
 from .upstream import Chunk
 from .upstream import Upstream
 
-__all__ = ["Batch", "Relay", "Stop", "chunk_event_data", "done_data"]
+__all__ = [
+    "Batch",
+    "Relay",
+    "ShuttingDown",
+    "Stop",
+    "begin_shutdown",
+    "chunk_event_data",
+    "done_data",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,29 @@ class Stop(BaseException):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ShuttingDown(Exception):
+    """A reader's stream must end now: this process is shutting down.
+
+    :param last_id: the last event id the reader sent.
+    """
+
+    def __init__(self, last_id: int) -> None:
+        super().__init__(last_id)
+        self.last_id = last_id
+
+
+#: every relay of this process, told when the worker receives SIGTERM
+_RELAYS: weakref.WeakSet[Relay] = weakref.WeakSet()
+
+
+def begin_shutdown(grace: float) -> None:
+    """Start draining every relay in this process: streams still open after
+    ``grace`` seconds end with a terminal error rather than a silent cut.
+    """
+    for relay in list(_RELAYS):
+        relay.begin_shutdown(grace)
 
 
 class _END:
@@ -136,6 +169,7 @@ class _Generation:
         self.finished = False
         self.usage: t.Any = None
         self.events = 0
+        self.started_at = 0.0
         #: the supervisor may stop the greenlet only while this is true
         self.stoppable = True
 
@@ -148,6 +182,7 @@ class Relay:
     :param heartbeat: seconds of silence before a reader yields a heartbeat.
     :param abandon_timeout: seconds a generation runs with no reader attached.
     :param max_events: events kept per session, the terminal one included.
+    :param metrics: where to count; a private set when not given.
     :param spawn: starts a greenlet (a seam for tests).
     :param clock: monotonic clock.
     """
@@ -160,6 +195,7 @@ class Relay:
         heartbeat: float = 15.0,
         abandon_timeout: float = 30.0,
         max_events: int = 20_000,
+        metrics: Metrics | None = None,
         spawn: Spawn = gevent.spawn,
         clock: t.Callable[[], float] = time.monotonic,
     ) -> None:
@@ -168,12 +204,34 @@ class Relay:
         self.heartbeat = heartbeat
         self.abandon_timeout = abandon_timeout
         self.max_events = max_events
+        self.metrics = metrics or Metrics()
         self.spawn = spawn
         self.clock = clock
         #: generations running in this process, by session id
         self.running: dict[str, gevent.greenlet.Greenlet] = {}
         #: ``GET /stream`` responses open in this process
         self.open_streams = 0
+        #: monotonic time at which open streams are ended (set on SIGTERM)
+        self.shutdown_at: float | None = None
+        _RELAYS.add(self)
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.shutdown_at is not None
+
+    def begin_shutdown(self, grace: float) -> None:
+        """Stop generations and end streams ``grace`` seconds from now."""
+        if self.shutdown_at is not None:
+            return
+        self.shutdown_at = self.clock() + grace
+        log.info("shutting down: open streams end in %.0f s at the latest", grace)
+        self.spawn(self._stop_at_deadline)
+
+    def _stop_at_deadline(self) -> None:
+        assert self.shutdown_at is not None
+        gevent.sleep(max(0.0, self.shutdown_at - self.clock()))
+        for greenlet in list(self.running.values()):
+            greenlet.kill(Stop("shutdown"), block=False)
 
     # --- generations -------------------------------------------------------
 
@@ -217,7 +275,13 @@ class Relay:
             terminal = self._run(state)
         except Stop as stop:
             log.info("session %s: generation stopped (%s)", session.id, stop.reason)
-            terminal = ("done", done_data("cancelled", state.model, state.usage))
+            if stop.reason == "shutdown":
+                failure = errors.UpstreamInterrupted(
+                    "The server restarted before the answer was finished. Send the message again."
+                )
+                terminal = ("error", error_data(failure))
+            else:
+                terminal = ("done", done_data("cancelled", state.model, state.usage))
         except errors.UpstreamError as exc:
             if state.finish_reason is not None and isinstance(
                 exc, errors.UpstreamInterrupted | errors.UpstreamTimeout
@@ -240,10 +304,13 @@ class Relay:
             log.warning("session %s: could not store the terminal event", session.id)
         finally:
             self.running.pop(session.id, None)
+        self.metrics.events[terminal[0]] += 1
+        self.metrics.generations[_outcome(*terminal)] += 1
 
     def _run(self, state: _Generation) -> tuple[str, str]:
         """Relay the upstream's chunks into the log; returns the terminal event."""
         session = state.session
+        state.started_at = self.clock()
         stream = self.upstream.stream_chat(session.request, referer=session.referer)
         try:
             chunks = iter(stream)
@@ -299,7 +366,10 @@ class Relay:
                 f"The answer passed {self.max_events} events (NGAI_MAX_EVENTS) and was cut off."
             )
         self.store.append(state.session.id, "chunk", chunk_event_data(chunk))
+        if not state.events:
+            self.metrics.observe_first_chunk(self.clock() - state.started_at)
         state.events += 1
+        self.metrics.events["chunk"] += 1
 
     def _done(self, state: _Generation) -> tuple[str, str]:
         return ("done", done_data(state.finish_reason, state.model, state.usage))
@@ -344,7 +414,15 @@ class Relay:
         last_sent = last_attached = self.clock()
         poll = min(self.heartbeat, LIVENESS_POLL)
         while True:
-            batch = self.store.read(session_id, after, timeout=poll)
+            timeout = poll
+            if self.shutdown_at is not None:
+                # a generation here ends its log at the deadline; give its terminal
+                # event a moment to land, then end streams of generations elsewhere
+                left = self.shutdown_at + 1.0 - self.clock()
+                if left <= 0:
+                    raise ShuttingDown(after)
+                timeout = min(poll, left)
+            batch = self.store.read(session_id, after, timeout=timeout)
             now = self.clock()
             if now - last_attached >= self.heartbeat / 2:
                 self.store.attach(session_id, reader_id)
@@ -382,3 +460,11 @@ class Relay:
             self.store.append(session_id, "error", error_data(failure))
             return False
         return True
+
+
+def _outcome(name: str, data: str) -> str:
+    """How a generation ended, for metrics: ``done``, ``cancelled`` or an error code."""
+    value = json.loads(data)
+    if name == "done":
+        return "cancelled" if value.get("finishReason") == "cancelled" else "done"
+    return str(value.get("code", "error"))

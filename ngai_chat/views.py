@@ -32,9 +32,15 @@ from .catalog import filter_models
 from .config import DEMO_MODEL
 from .config import Settings
 from .config import load_settings
+from .guards import RateLimiter
 from .guards import check_model_allowed
+from .guards import check_token
+from .guards import parse_rate
 from .log import configure_logging
+from .metrics import Metrics
+from .openapi import openapi_document
 from .relay import Relay
+from .relay import ShuttingDown
 from .relay import error_data
 from .schema import parse_json
 from .schema import validate
@@ -51,6 +57,8 @@ log = logging.getLogger(__name__)
 EXTENSION = "ngai_chat"
 #: milliseconds a browser waits before reconnecting a dropped stream
 RETRY_MS = 3000
+#: seconds a client is told to wait when the server is full
+CAPACITY_RETRY_AFTER = 5
 HEARTBEAT = sse.comment("keep-alive")
 SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
@@ -78,6 +86,9 @@ class Services:
     relay: Relay
     sweeper: Sweeper
     models: ModelsCache
+    metrics: Metrics
+    #: ``None`` when ``NGAI_RATE_LIMIT`` is unset
+    rate_limiter: RateLimiter | None = None
     #: wall-clock source for session deadlines
     clock: t.Callable[[], float] = time.time
 
@@ -118,6 +129,8 @@ def init_app(
         )
     if upstream is None:
         upstream = _default_upstream(settings)
+    metrics = Metrics()
+    rate = parse_rate(settings.rate_limit) if settings.rate_limit else None
     services = Services(
         settings=settings,
         store=store,
@@ -128,9 +141,12 @@ def init_app(
             heartbeat=settings.heartbeat_interval,
             abandon_timeout=settings.abandon_timeout,
             max_events=settings.max_events,
+            metrics=metrics,
         ),
         sweeper=Sweeper(store, settings.sweep_interval, clock=clock),
         models=ModelsCache(upstream, settings.models_cache_ttl),
+        metrics=metrics,
+        rate_limiter=None if rate is None else RateLimiter(*rate, clock=clock),
         clock=clock,
     )
     app.extensions[EXTENSION] = services
@@ -189,6 +205,9 @@ def _ensure_sweeper() -> None:
 
 def error_response(error: errors.ApiError) -> flask.Response:
     """The JSON response for an error (SPEC §4)."""
+    services = current_app.extensions.get(EXTENSION)
+    if services is not None:
+        services.metrics.rejected[error.code] += 1
     response = flask.jsonify(error.to_body())
     response.status_code = error.status
     if error.retry_after is not None:
@@ -253,6 +272,13 @@ def index() -> str:
 def prepare() -> flask.Response:
     services = get_services()
     settings = services.settings
+    token = check_token(request.headers.get("Authorization"), settings.api_tokens)
+    if services.relay.shutting_down:
+        raise errors.CapacityExceeded(
+            "This server is restarting; send the request again.", retry_after=1
+        )
+    if services.rate_limiter is not None:
+        services.rate_limiter.hit(token or request.remote_addr or "unknown")
     if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
         raise errors.UnsupportedMediaType(
             "Send the body as JSON with 'Content-Type: application/json'"
@@ -271,6 +297,12 @@ def prepare() -> flask.Response:
         body["models"] = list(settings.fallback_models)
     origin = request.headers.get("Origin")
     referer = settings.referer or (origin if origin and origin != "null" else None)
+    if services.store.count_live() >= settings.max_sessions:
+        raise errors.CapacityExceeded(
+            f"The server holds its maximum of {settings.max_sessions} sessions "
+            "(NGAI_MAX_SESSIONS); try again in a few seconds.",
+            retry_after=CAPACITY_RETRY_AFTER,
+        )
     now = services.clock()
     session = SessionInfo(
         id=str(uuid.uuid4()),
@@ -280,6 +312,7 @@ def prepare() -> flask.Response:
         expires_at=now + settings.session_ttl,
     )
     services.store.create(session)
+    services.metrics.sessions_created += 1
     return flask.jsonify(
         sessionId=session.id,
         streamUrl=flask.url_for(".stream", session_id=session.id),
@@ -324,6 +357,9 @@ def _last_event_id() -> int | None:
 def stream(session_id: str) -> flask.Response:
     services = get_services()
     last_id = _last_event_id()
+    relay = services.relay
+    if relay.open_streams >= services.settings.max_streams:
+        return _refuse_stream(last_id or 0, services.settings.max_streams)
     session = services.store.get(session_id) if _SESSION_ID.match(session_id) else None
     if session is None:
         if last_id is not None:
@@ -332,12 +368,12 @@ def stream(session_id: str) -> flask.Response:
         return _event_stream(iter([_preamble(), not_found]))
     if session.terminal_id is not None and last_id is not None and last_id >= session.terminal_id:
         return flask.Response(status=204)
-    relay = services.relay
     reader_id = uuid.uuid4().hex
     services.store.attach(session_id, reader_id)
     if not session.claimed:
         relay.start(session)
     relay.open_streams += 1
+    services.metrics.streams_total += 1
     response = _event_stream(_frames(relay, session_id, last_id or 0, reader_id))
 
     def closed() -> None:
@@ -347,6 +383,24 @@ def stream(session_id: str) -> flask.Response:
 
     response.call_on_close(closed)
     return response
+
+
+def _refuse_stream(last_id: int, limit: int) -> flask.Response:
+    """The over-capacity answer: one retryable error event that is not part of the
+    session's log, carrying the client's own last event id so that its reconnect
+    resumes exactly where it was.
+    """
+    get_services().metrics.rejected["capacity_exceeded"] += 1
+    refusal = errors.CapacityExceeded(
+        f"This server has its maximum of {limit} open streams (NGAI_MAX_STREAMS); "
+        f"reconnect in {CAPACITY_RETRY_AFTER} s.",
+        retry_after=CAPACITY_RETRY_AFTER,
+    )
+    frames = [
+        sse.retry(CAPACITY_RETRY_AFTER * 1000),
+        sse.event(error_data(refusal), name="error", id=last_id),
+    ]
+    return _event_stream(iter(frames))
 
 
 def _preamble() -> bytes:
@@ -371,12 +425,20 @@ def _frames(relay: Relay, session_id: str, after: int, reader_id: str) -> t.Iter
             after = batch[-1].id
     except (errors.SessionNotFound, errors.StoreUnavailable) as exc:
         yield sse.event(error_data(exc), name="error", id=after + 1)
+    except ShuttingDown as stop:
+        # not part of the log (its generation runs elsewhere): keep the client's
+        # last id so that a reconnect to another instance resumes without a gap
+        failure = errors.UpstreamInterrupted(
+            "This server is restarting; reconnect to receive the rest of the answer."
+        )
+        yield sse.event(error_data(failure), name="error", id=stop.last_id)
 
 
 @bp.delete("/stream/", defaults={"session_id": ""})
 @bp.delete("/stream/<path:session_id>")
 def cancel(session_id: str) -> flask.Response:
     services = get_services()
+    check_token(request.headers.get("Authorization"), services.settings.api_tokens)
     if not _SESSION_ID.match(session_id) or not services.relay.cancel(session_id):
         raise errors.SessionNotFound()
     return flask.Response(status=204)
@@ -415,3 +477,33 @@ def health() -> flask.Response:
         response.status_code = 503
         return response
     return flask.jsonify(body)
+
+
+@bp.get("/openapi.json")
+def openapi() -> flask.Response:
+    prefix = flask.url_for(".prepare")[: -len("/prepare")]
+    return flask.jsonify(openapi_document(prefix))
+
+
+@bp.get("/metrics")
+def metrics() -> flask.Response:
+    services = get_services()
+    if not services.settings.metrics:
+        raise errors.NotFound("Metrics are off; set NGAI_METRICS=1 to serve them here.")
+    try:
+        live = float(services.store.count_live())
+    except errors.StoreUnavailable:
+        live = float("nan")
+    text = services.metrics.render(
+        info={
+            "version": __version__,
+            "store": services.store.kind,
+            "upstream": services.upstream.name,
+        },
+        gauges={
+            "ngai_sessions_live": live,
+            "ngai_streams_open": services.relay.open_streams,
+            "ngai_generations_running": len(services.relay.running),
+        },
+    )
+    return flask.Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
