@@ -10,21 +10,20 @@ import os
 import sys
 
 from .config import read_dotenv
+from .log import emit
 
 
 def main() -> None:
     env = {**read_dotenv(), **os.environ}
     if not env.get("OPENROUTER_API_KEY", "").strip() and "NGAI_DEMO" not in env:
         os.environ["NGAI_DEMO"] = "1"
-        print(
-            "ngai_chat: no OPENROUTER_API_KEY found (environment or .env): starting in DEMO "
-            "mode with the offline model 'ngai/demo'. Put OPENROUTER_API_KEY=... in .env "
-            "to relay real models.",
-            file=sys.stderr,
-            flush=True,
+        emit(
+            "no OPENROUTER_API_KEY found (environment or .env): starting in DEMO mode with "
+            "the offline model 'ngai/demo'. Put OPENROUTER_API_KEY=... in .env to relay "
+            "real models.",
+            level="warning",
         )
-    port = env.get("PORT", "3000")
-    print(f"ngai_chat: serving on http://localhost:{port}/", file=sys.stderr, flush=True)
+    emit(f"serving on http://localhost:{env.get('PORT', '3000')}/")
     args = [
         sys.executable,
         "-m",

@@ -10,11 +10,14 @@ every worker failing to boot.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import typing as t
 
 from ngai_chat.config import ConfigError
 from ngai_chat.config import load_settings
+from ngai_chat.config import read_dotenv
+from ngai_chat.log import emit
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '3000')}"
 worker_class = "gevent"
@@ -30,6 +33,32 @@ preload_app = False
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+_log_format = {**read_dotenv(), **os.environ}.get("NGAI_LOG_FORMAT", "text").strip().lower()
+os.environ.setdefault("NGAI_LOG_FORMAT", _log_format)
+if _log_format == "json":
+    #: gunicorn's own lines as JSON objects too
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "ngai_chat.log.JsonFormatter"}},
+        "handlers": {
+            "error_console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            },
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            },
+        },
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        },
+        "root": {"level": "WARNING", "handlers": ["error_console"]},
+    }
 #: gunicorn 25+ opens a control socket at one fixed path per user; several
 #: instances on one host (tests, blue/green deploys) would fight over it
 control_socket_disable = True
@@ -40,15 +69,14 @@ def on_starting(server: t.Any) -> None:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"ngai_chat: {exc}", file=sys.stderr, flush=True)
+        emit(str(exc), level="error")
         sys.exit(1)
     if server.cfg.workers > 1 and not settings.redis_url:
-        print(
-            f"ngai_chat: {server.cfg.workers} workers need a shared store: set REDIS_URL "
+        emit(
+            f"{server.cfg.workers} workers need a shared store: set REDIS_URL "
             "(e.g. redis://localhost:6379/0), or run one worker (WEB_CONCURRENCY=1 / -w 1). "
             "The in-memory store would split sessions between workers.",
-            file=sys.stderr,
-            flush=True,
+            level="error",
         )
         sys.exit(1)
     if settings.demo:
@@ -58,3 +86,25 @@ def on_starting(server: t.Any) -> None:
         )
     else:
         server.log.info("ngai_chat: relaying to %s", settings.base_url)
+
+
+def post_worker_init(worker: t.Any) -> None:
+    """Drain on SIGTERM: stop taking sessions at once, and end the streams still
+    open shortly before gunicorn's graceful timeout with a terminal error event,
+    rather than letting the worker be killed in the middle of them.
+    """
+    import gevent
+
+    from ngai_chat.relay import begin_shutdown
+
+    graceful = float(worker.cfg.graceful_timeout)
+    grace = max(graceful - 5.0, graceful * 0.5)
+    stop_accepting = worker.handle_exit
+
+    def handle_exit(sig: int, frame: t.Any) -> None:
+        # a signal handler runs between any two bytecodes: hand the work to the hub
+        gevent.get_hub().loop.run_callback(begin_shutdown, grace)
+        stop_accepting(sig, frame)
+
+    worker.handle_exit = handle_exit
+    signal.signal(signal.SIGTERM, handle_exit)

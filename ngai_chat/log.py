@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
+import os
 import sys
 import typing as t
 
-__all__ = ["RedactingFilter", "configure_logging"]
+__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging", "emit"]
 
 REDACTED = "[redacted]"
 
@@ -39,6 +42,53 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``message``, ``pid``
+    (and ``exception`` with the traceback when there is one).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, t.Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+TEXT_DATEFMT = "%Y-%m-%d %H:%M:%S %z"
+
+
+def make_formatter(log_format: str) -> logging.Formatter:
+    """The formatter for ``NGAI_LOG_FORMAT`` (``text`` or ``json``)."""
+    if log_format == "json":
+        return JsonFormatter()
+    return logging.Formatter(TEXT_FORMAT, TEXT_DATEFMT)
+
+
+def emit(message: str, *, level: str = "info", log_format: str | None = None) -> None:
+    """Print one startup line to stderr before logging is set up (gunicorn's
+    master), as JSON when ``NGAI_LOG_FORMAT=json``.
+    """
+    log_format = log_format or os.environ.get("NGAI_LOG_FORMAT", "text").strip().lower()
+    if log_format == "json":
+        record = logging.LogRecord("ngai_chat", logging.INFO, "", 0, message, None, None)
+        record.levelname = level.upper()
+        line = JsonFormatter().format(record)
+    else:
+        line = f"ngai_chat: {message}"
+    print(line, file=sys.stderr, flush=True)
+
+
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is at the time (as ``logging.lastResort``)."""
 
@@ -51,23 +101,23 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logging(secrets: list[str], level: int = logging.INFO) -> None:
+def configure_logging(
+    secrets: list[str], log_format: str = "text", level: int = logging.INFO
+) -> None:
     """Send ``ngai_chat`` logs to stderr, and scrub ``secrets`` from every handler
     of the ``ngai_chat``, root and ``gunicorn`` loggers. Safe to call again.
+
+    :param log_format: ``text``, or ``json`` for one JSON object per line.
     """
     logger = logging.getLogger("ngai_chat")
-    if not any(getattr(h, "_ngai_chat", False) for h in logger.handlers):
+    handler = next((h for h in logger.handlers if getattr(h, "_ngai_chat", False)), None)
+    if handler is None:
         handler = _StderrHandler()
-        handler.setFormatter(
-            logging.Formatter(
-                "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-                "%Y-%m-%d %H:%M:%S %z",
-            )
-        )
         handler._ngai_chat = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.setLevel(level)
         logger.propagate = False
+    handler.setFormatter(make_formatter(log_format))
     for name in ("ngai_chat", "", "gunicorn.error", "gunicorn.access"):
         for each in logging.getLogger(name).handlers:
             existing = [f for f in each.filters if isinstance(f, RedactingFilter)]

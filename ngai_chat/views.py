@@ -117,7 +117,7 @@ def init_app(
     if EXTENSION in app.extensions:
         return t.cast(Services, app.extensions[EXTENSION])
     settings = settings or load_settings(app.config)
-    configure_logging([settings.api_key])
+    configure_logging([settings.api_key], settings.log_format)
     if store is None:
         store = store_from_url(
             settings.redis_url,

@@ -7,6 +7,7 @@ and the test process itself stays unpatched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -135,6 +136,11 @@ class LiveApp:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the server and remove its log file."""
         self.stop()
         self._log.close()
-        os.unlink(self._log.name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._log.name)
