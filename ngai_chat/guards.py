@@ -6,7 +6,6 @@ import fnmatch
 import hmac
 import math
 import re
-import time
 import typing as t
 
 from .errors import ModelNotAllowed
@@ -65,37 +64,21 @@ def parse_rate(rate: str) -> tuple[int, int] | None:
 
 
 class RateLimiter:
-    """A fixed-window counter per client key (this process only).
+    """A fixed-window limit per client key.
 
     :param limit: calls allowed per window.
     :param window: window length in seconds.
-    :param counter: ``counter(key, window) -> (count, seconds_left)``; the
-        store's, so that every instance sharing Redis shares the limit.
+    :param counter: ``counter(key, window) -> (count, seconds_left)``: the
+        store's :meth:`~ngai_chat.store.Store.hit`, so that every instance
+        sharing Redis shares the limit.
     """
 
     def __init__(
-        self,
-        limit: int,
-        window: int,
-        counter: t.Callable[[str, int], tuple[int, float]] | None = None,
-        *,
-        clock: t.Callable[[], float] = time.time,
+        self, limit: int, window: int, counter: t.Callable[[str, int], tuple[int, float]]
     ) -> None:
         self.limit = limit
         self.window = window
-        self.clock = clock
-        self._counter = counter or self._local_count
-        self._counts: dict[str, int] = {}
-        self._window_start = 0
-
-    def _local_count(self, key: str, window: int) -> tuple[int, float]:
-        now = self.clock()
-        start = int(now // window) * window
-        if start != self._window_start:
-            self._counts.clear()  # a new window: forget every client at once
-            self._window_start = start
-        self._counts[key] = self._counts.get(key, 0) + 1
-        return self._counts[key], start + window - now
+        self._counter = counter
 
     def hit(self, key: str) -> None:
         """Count one call for ``key``.

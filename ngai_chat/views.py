@@ -126,6 +126,7 @@ def init_app(
             key_prefix=settings.redis_key_prefix,
             heartbeat=settings.heartbeat_interval,
             max_events=settings.max_events,
+            max_blocking_reads=settings.max_streams,
         )
     if upstream is None:
         upstream = _default_upstream(settings)
@@ -146,7 +147,7 @@ def init_app(
         sweeper=Sweeper(store, settings.sweep_interval, clock=clock),
         models=ModelsCache(upstream, settings.models_cache_ttl),
         metrics=metrics,
-        rate_limiter=None if rate is None else RateLimiter(*rate, clock=clock),
+        rate_limiter=None if rate is None else RateLimiter(*rate, store.hit),
         clock=clock,
     )
     app.extensions[EXTENSION] = services
@@ -360,7 +361,11 @@ def stream(session_id: str) -> flask.Response:
     relay = services.relay
     if relay.open_streams >= services.settings.max_streams:
         return _refuse_stream(last_id or 0, services.settings.max_streams)
-    session = services.store.get(session_id) if _SESSION_ID.match(session_id) else None
+    try:
+        session = services.store.get(session_id) if _SESSION_ID.match(session_id) else None
+    except errors.StoreUnavailable as exc:
+        # still a stream, so that EventSource clients can read the reason
+        return _event_stream(iter([_preamble(), _out_of_log_error(exc, last_id or 0)]))
     if session is None:
         if last_id is not None:
             return flask.Response(status=204)
@@ -396,10 +401,7 @@ def _refuse_stream(last_id: int, limit: int) -> flask.Response:
         f"reconnect in {CAPACITY_RETRY_AFTER} s.",
         retry_after=CAPACITY_RETRY_AFTER,
     )
-    frames = [
-        sse.retry(CAPACITY_RETRY_AFTER * 1000),
-        sse.event(error_data(refusal), name="error", id=last_id),
-    ]
+    frames = [sse.retry(CAPACITY_RETRY_AFTER * 1000), _out_of_log_error(refusal, last_id)]
     return _event_stream(iter(frames))
 
 
@@ -423,15 +425,24 @@ def _frames(relay: Relay, session_id: str, after: int, reader_id: str) -> t.Iter
                 continue
             yield b"".join(sse.event(e.data, name=e.name, id=e.id) for e in batch)
             after = batch[-1].id
-    except (errors.SessionNotFound, errors.StoreUnavailable) as exc:
+    except errors.SessionNotFound as exc:
+        # the session is gone for good: a reconnect with this id gets 204
         yield sse.event(error_data(exc), name="error", id=after + 1)
+    except errors.StoreUnavailable as exc:
+        yield _out_of_log_error(exc, after)
     except ShuttingDown as stop:
-        # not part of the log (its generation runs elsewhere): keep the client's
-        # last id so that a reconnect to another instance resumes without a gap
         failure = errors.UpstreamInterrupted(
             "This server is restarting; reconnect to receive the rest of the answer."
         )
-        yield sse.event(error_data(failure), name="error", id=stop.last_id)
+        yield _out_of_log_error(failure, stop.last_id)
+
+
+def _out_of_log_error(error: errors.ApiError, last_id: int) -> bytes:
+    """A terminal error event that is not part of the session's log. It carries the
+    client's last event id, so that a reconnect (to this or another instance)
+    resumes exactly where the client was, with nothing lost or repeated.
+    """
+    return sse.event(error_data(error), name="error", id=last_id)
 
 
 @bp.delete("/stream/", defaults={"session_id": ""})

@@ -8,6 +8,9 @@ import typing as t
 import pytest
 
 from ngai_chat import create_app
+from tests.support.redis_server import redis_prefix  # noqa: F401 - fixtures
+from tests.support.redis_server import redis_server  # noqa: F401
+from tests.support.redis_server import redis_url  # noqa: F401
 from tests.support.scripted import ScriptedUpstream
 
 API_KEY = "sk-or-v1-TESTKEY-0123456789abcdef"

@@ -118,8 +118,9 @@ class Store(t.Protocol):
         """
 
     def read(self, session_id: str, after: int, timeout: float) -> list[Event]:
-        """Events with ids greater than ``after``, waiting up to ``timeout``
-        seconds for the first one. ``[]`` on timeout or when the session is gone.
+        """Events with ids greater than ``after`` (possibly only the first of them:
+        call again for more), waiting up to ``timeout`` seconds for the first one.
+        ``[]`` on timeout or when the session is gone.
         """
 
     def cancel(self, session_id: str) -> bool:
@@ -127,7 +128,9 @@ class Store(t.Protocol):
 
     def attach(self, session_id: str, reader_id: str) -> None:
         """Record (or refresh) an attached reader. Readers call it at least once
-        per heartbeat interval while attached.
+        per heartbeat interval while attached; a store shared between processes
+        lets a reader's presence lapse a little after it stops refreshing, since
+        the process that held it may have died without calling :meth:`detach`.
         """
 
     def detach(self, session_id: str, reader_id: str) -> None:
@@ -141,6 +144,13 @@ class Store(t.Protocol):
     def generation_alive(self, session_id: str) -> bool:
         """Whether the claimed generation still ticks; readers that see it lapse
         end the log with ``upstream_interrupted``.
+        """
+
+    def hit(self, key: str, window: int) -> tuple[int, float]:
+        """Count one call for ``key`` in the fixed window of ``window`` seconds
+        that contains now (the rate limiter's counter, shared like the sessions).
+
+        :return: the calls counted in this window so far, and the seconds left in it.
         """
 
     def count_live(self) -> int:

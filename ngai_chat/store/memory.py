@@ -43,6 +43,8 @@ class MemoryStore:
         self.replay_ttl = replay_ttl
         self.clock = clock
         self._entries: dict[str, _Entry] = {}
+        self._hits: dict[str, int] = {}
+        self._hits_window = -1.0
 
     def _live(self, session_id: str, now: float | None = None) -> _Entry | None:
         entry = self._entries.get(session_id)
@@ -72,7 +74,7 @@ class MemoryStore:
 
     def claim(self, session_id: str) -> bool:
         entry = self._live(session_id)
-        if entry is None or entry.info.claimed:
+        if entry is None or entry.info.claimed or entry.finished_at is not None:
             return False
         entry.info = dataclasses.replace(entry.info, claimed=True)
         return True
@@ -142,6 +144,15 @@ class MemoryStore:
         for session_id in expired:
             self._drop(session_id)
         return len(expired)
+
+    def hit(self, key: str, window: int) -> tuple[int, float]:
+        now = self.clock()
+        start = int(now // window) * window
+        if start != self._hits_window:
+            self._hits.clear()  # a new window: forget every key at once
+            self._hits_window = start
+        self._hits[key] = self._hits.get(key, 0) + 1
+        return self._hits[key], start + window - now
 
     def ping(self) -> None:
         return None

@@ -109,10 +109,9 @@ _LUA_CLAIM = (
     _LUA_HEAD
     + """
 local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at')
-if gone(f) or f[2] then return 0 end
+-- claimed, or already ended before any generation: nothing to run
+if gone(f) or f[2] or f[3] then return 0 end
 redis.call('HSET', KEYS[1], 'claimed', '1')
--- Finished before any generation (cancelled while pending): keep its replay TTLs.
-if f[3] then return 1 end
 local running = tonumber(ARGV[4])
 redis.call('PEXPIRE', KEYS[1], running)
 redis.call('PEXPIRE', KEYS[2], running)
@@ -616,6 +615,21 @@ class RedisStore:
             args=self._args(now, self.key_prefix),
         )
         return int(freed)
+
+    @_wrap_errors
+    def hit(self, key: str, window: int) -> tuple[int, float]:
+        """Count one call in the current fixed ``window`` (seconds) for ``key``.
+
+        :return: the calls counted in this window so far, and the seconds left in it.
+        """
+        now = self.clock()
+        start = int(now // window) * window
+        counter = f"{self.key_prefix}hits:{key}:{start}"
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incr(counter)
+        pipe.expire(counter, window + 1)
+        count, _ = pipe.execute()
+        return int(count), start + window - now
 
     @_wrap_errors
     def ping(self) -> None:
