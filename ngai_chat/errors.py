@@ -82,6 +82,8 @@ class ApiError(Exception):
     retryable: t.ClassVar[bool] = False
     #: message used when none is given
     default_message: t.ClassVar[str] = "Something went wrong on our side."
+    #: ``retryAfter`` used when none is given (every 429 and 503 carries one)
+    default_retry_after: t.ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -94,7 +96,7 @@ class ApiError(Exception):
         self.message = message or self.default_message
         self.field = field
         self.upstream = upstream
-        self.retry_after = retry_after
+        self.retry_after = self.default_retry_after if retry_after is None else retry_after
         super().__init__(self.message)
 
     def to_dict(self) -> dict[str, t.Any]:
@@ -159,6 +161,7 @@ class RateLimited(ApiError):
     status = 429
     retryable = True
     default_message = "Too many requests; wait a little and try again."
+    default_retry_after = 60
 
 
 class CapacityExceeded(ApiError):
@@ -166,6 +169,7 @@ class CapacityExceeded(ApiError):
     status = 503
     retryable = True
     default_message = "The server is at capacity; try again shortly."
+    default_retry_after = 5
 
 
 class SessionNotFound(ApiError):
@@ -200,6 +204,7 @@ class StoreUnavailable(ApiError):
     status = 503
     retryable = True
     default_message = "The session store is unreachable; try again shortly."
+    default_retry_after = 5
 
 
 class InternalError(ApiError):
@@ -253,6 +258,8 @@ class UpstreamRateLimited(UpstreamError):
     status = 429
     retryable = True
     default_message = "The model provider is rate limiting us; try again in a minute."
+    #: free models allow 20 requests a minute
+    default_retry_after = 30
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -118,11 +119,29 @@ class LiveApp:
             self.proc.kill()
             self.proc.wait(timeout)
 
+    def worker_pids(self) -> list[int]:
+        """The pids of gunicorn's workers (the master's children)."""
+        if self.proc is None:
+            return []
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                pids.append(int(stat.parent.name))
+        return pids
+
     def kill(self) -> None:
-        """SIGKILL the whole process group's master (workers die with it)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        """SIGKILL the workers and the master at once: a crashed instance."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for pid in self.worker_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.kill()
+        self.proc.wait(10)
 
     def log_text(self) -> str:
         """Everything gunicorn and the app logged so far."""
