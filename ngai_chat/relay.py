@@ -242,7 +242,6 @@ class Relay:
         """
         if not self.store.claim(session.id):
             return False
-        self.store.tick(session.id)  # marks it alive before any reader looks
         self.running[session.id] = self.spawn(self._generate, session)
         return True
 
@@ -436,22 +435,26 @@ class Relay:
                 yield batch
                 after = batch[-1].id
                 continue
-            if not self._still_running(session_id, after):
+            if not self._still_running(session_id):
                 continue  # the log just ended or vanished: read it again
             if now - last_sent >= self.heartbeat:
                 last_sent = now
                 yield None
 
-    def _still_running(self, session_id: str, after: int) -> bool:
+    def _still_running(self, session_id: str) -> bool:
         """Check an idle session: ``False`` when its log changed under the reader
-        (ended by a reader that saw the generation die, or the session vanished).
+        (it just ended, or the generation died and this reader ended it).
+
+        :raises SessionNotFound: the session vanished.
         """
+        if self.store.generation_alive(session_id):  # one round trip when all is well
+            return True
         session = self.store.get(session_id)
         if session is None:
             raise errors.SessionNotFound()
         if session.finished:
             return False
-        if session.claimed and not self.store.generation_alive(session_id):
+        if session.claimed:
             log.warning("session %s: its generation stopped ticking", session_id)
             failure = errors.UpstreamInterrupted(
                 "The server generating this answer went away before finishing it. "

@@ -368,11 +368,11 @@ def stream(session_id: str) -> flask.Response:
         return _event_stream(iter([_preamble(), _out_of_log_error(exc, last_id or 0)]))
     if session is None:
         if last_id is not None:
-            return flask.Response(status=204)
+            return _no_content()
         not_found = sse.event(error_data(errors.SessionNotFound()), name="error", id=1)
         return _event_stream(iter([_preamble(), not_found]))
     if session.terminal_id is not None and last_id is not None and last_id >= session.terminal_id:
-        return flask.Response(status=204)
+        return _no_content()
     reader_id = uuid.uuid4().hex
     services.store.attach(session_id, reader_id)
     if not session.claimed:
@@ -387,6 +387,13 @@ def stream(session_id: str) -> flask.Response:
             services.store.detach(session_id, reader_id)
 
     response.call_on_close(closed)
+    return response
+
+
+def _no_content() -> flask.Response:
+    """204: what tells EventSource to stop reconnecting."""
+    response = flask.Response(status=204)
+    del response.headers["Content-Type"]
     return response
 
 
@@ -452,7 +459,7 @@ def cancel(session_id: str) -> flask.Response:
     check_token(request.headers.get("Authorization"), services.settings.api_tokens)
     if not _SESSION_ID.match(session_id) or not services.relay.cancel(session_id):
         raise errors.SessionNotFound()
-    return flask.Response(status=204)
+    return _no_content()
 
 
 @bp.get("/models")

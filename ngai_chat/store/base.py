@@ -106,8 +106,10 @@ class Store(t.Protocol):
     def claim(self, session_id: str) -> bool:
         """Mark the session running; ``True`` for the one caller that wins.
 
-        A claimed session no longer expires by ``expires_at``; it lives until its
-        terminal event plus the replay TTL.
+        Fails for a session whose log already ended (cancelled before any
+        ``GET``). A claimed session counts as alive (see :meth:`generation_alive`)
+        until its generation's ticks take over, and no longer expires by
+        ``expires_at``: it lives until its terminal event plus the replay TTL.
         """
 
     def append(self, session_id: str, name: str, data: str) -> int | None:
