@@ -656,6 +656,14 @@ class TestRedisStore:
             key_prefix=redis_prefix,
             client_name="ngai-restart",
         )
+        # readers on another instance (this one serves its own appends from memory)
+        elsewhere = store_from_url(
+            redis_server.url,
+            replay_ttl=REPLAY_TTL,
+            clock=clock,
+            key_prefix=redis_prefix,
+            client_name="ngai-restart",
+        )
         try:
             before = claimed_session(store, clock)
             assert store.append(before.id, "chunk", "{}") == 1
@@ -664,7 +672,7 @@ class TestRedisStore:
 
             def read() -> None:
                 try:
-                    store.read(before.id, 1, timeout=30)
+                    elsewhere.read(before.id, 1, timeout=30)
                 except BaseException as exc:
                     failures.append(exc)
 
@@ -686,6 +694,29 @@ class TestRedisStore:
             after = claimed_session(store, clock)  # scripts reloaded after NOSCRIPT
             assert store.append(after.id, "chunk", "{}") == 1
             assert [e.id for e in store.read(after.id, 0, timeout=1)] == [1]
+            assert [e.id for e in elsewhere.read(after.id, 0, timeout=1)] == [1]
+        finally:
+            store.close()
+            elsewhere.close()
+
+    def test_readers_of_local_appends_need_no_round_trip(
+        self, redis_server: RedisServer, redis_prefix: str, clock: FakeClock
+    ) -> None:
+        store = store_from_url(
+            redis_server.url, replay_ttl=REPLAY_TTL, clock=clock, key_prefix=redis_prefix
+        )
+        try:
+            session = claimed_session(store, clock)
+            for n in range(1, 4):
+                assert store.append(session.id, "chunk", f'{{"n":{n}}}') == n
+            redis_server.stop()  # nothing to ask: the events this process wrote are here
+            assert [e.data for e in store.read(session.id, 1, timeout=1)] == ['{"n":2}', '{"n":3}']
+            assert store.read(session.id, 3, timeout=0.05) == []
+            with pytest.raises(StoreUnavailable):
+                store.append(session.id, "chunk", "{}")
+            # a failed append drops the local copy: readers go back to Redis, and fail
+            with pytest.raises(StoreUnavailable):
+                store.read(session.id, 0, timeout=0.05)
         finally:
             store.close()
 

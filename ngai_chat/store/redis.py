@@ -26,6 +26,11 @@ replicated primary), not Redis Cluster.
 Blocking reads (``XREAD BLOCK``) hold a connection for as long as they wait, so
 they use a pool of their own: a crowd of idle readers cannot starve the
 generations' appends and ticks of connections.
+
+Readers in the process that runs a session's generation do not go to Redis at
+all: every event this process appends is also kept in :class:`_LocalLogs`, and
+they are served from there (a second tab or a reconnect on the same instance
+costs no round trip per chunk). Readers elsewhere read the Redis Stream.
 """
 
 from __future__ import annotations
@@ -51,6 +56,88 @@ __all__ = ["RedisStore"]
 
 _P = t.ParamSpec("_P")
 _R = t.TypeVar("_R")
+
+
+class _LocalLog:
+    """The events one process appended to one session's log, from id 1 on."""
+
+    __slots__ = ("changed", "ended_at", "events")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        #: patched by gevent in a worker: waiting yields to other greenlets
+        self.changed = threading.Condition()
+        self.ended_at: float | None = None
+
+
+class _LocalLogs:
+    """Events this process appended, kept for the readers in this process.
+
+    A log is kept only while it mirrors Redis exactly: it must start at event 1
+    and grow by one; anything else (another process appended, an append failed)
+    drops it and its readers go back to Redis. It leaves ``linger`` seconds after
+    its terminal event.
+
+    :param linger: seconds a finished log stays, at most the replay TTL (so
+        it is gone before the session is).
+    :param clock: the store's wall clock.
+    """
+
+    def __init__(self, linger: float, clock: t.Callable[[], float]) -> None:
+        self.linger = linger
+        self.clock = clock
+        self._logs: dict[str, _LocalLog] = {}
+
+    def record(self, session_id: str, event: Event | None) -> None:
+        """Keep ``event`` (just appended to Redis), or drop the log when ``None``."""
+        log = self._logs.get(session_id)
+        if event is None or (log is None and event.id != 1):
+            self._drop(session_id)
+            return
+        if log is None:
+            log = self._logs[session_id] = _LocalLog()
+        if event.id != len(log.events) + 1:
+            self._drop(session_id)
+            return
+        with log.changed:
+            log.events.append(event)
+            if event.terminal:
+                log.ended_at = self.clock()
+            log.changed.notify_all()
+        if event.terminal:
+            self._forget_ended()
+
+    def read(self, session_id: str, after: int, timeout: float) -> list[Event] | None:
+        """Like :meth:`RedisStore.read`, or ``None`` when this log is not kept here."""
+        log = self._logs.get(session_id)
+        if log is None or after < 0:
+            return None
+        if log.ended_at is not None and self.clock() - log.ended_at >= self.linger:
+            self._drop(session_id)
+            return None
+        deadline = time.monotonic() + timeout
+        with log.changed:
+            while True:
+                if self._logs.get(session_id) is not log:
+                    return None
+                if len(log.events) > after:
+                    return log.events[after:]
+                remaining = deadline - time.monotonic()
+                if log.ended_at is not None or remaining <= 0:
+                    return []
+                log.changed.wait(remaining)
+
+    def _drop(self, session_id: str) -> None:
+        log = self._logs.pop(session_id, None)
+        if log is not None:
+            with log.changed:
+                log.changed.notify_all()  # its readers go to Redis
+
+    def _forget_ended(self) -> None:
+        now = self.clock()
+        for session_id, log in list(self._logs.items()):
+            if log.ended_at is not None and now - log.ended_at >= self.linger:
+                self._drop(session_id)
 
 
 def _wrap_errors(method: t.Callable[_P, _R]) -> t.Callable[_P, _R]:
@@ -368,6 +455,7 @@ class RedisStore:
         self._sweep = register(_LUA_SWEEP)
         self._live_key = f"{key_prefix}live"
         self._done_key = f"{key_prefix}done"
+        self._local = _LocalLogs(linger=min(10.0, self.replay_ttl), clock=clock)
 
     def _keys(self, session_id: str) -> tuple[str, str, str, str]:
         """Hash, stream, readers and alive keys of one session."""
@@ -455,7 +543,6 @@ class RedisStore:
         )
         return bool(won)
 
-    @_wrap_errors
     def append(self, session_id: str, name: str, data: str) -> int | None:
         """Append an event; readers blocked in :meth:`read` wake at once.
 
@@ -469,6 +556,16 @@ class RedisStore:
         :return: the new event's id, or ``None`` when the log already ended or
             the session is gone.
         """
+        try:
+            new_id = self._append_to_redis(session_id, name, data)
+        except StoreUnavailable:
+            self._local.record(session_id, None)
+            raise
+        self._local.record(session_id, None if new_id is None else Event(new_id, name, data))
+        return new_id
+
+    @_wrap_errors
+    def _append_to_redis(self, session_id: str, name: str, data: str) -> int | None:
         new_id = self._append(
             keys=[*self._keys(session_id), self._live_key, self._done_key],
             args=self._args(
@@ -494,6 +591,9 @@ class RedisStore:
         :param after: the last event id the caller has (0 for none).
         :param timeout: seconds to wait when no event past ``after`` exists yet.
         """
+        local = self._local.read(session_id, after, timeout)
+        if local is not None:
+            return local
         deadline = time.monotonic() + timeout
         hash_key, stream_key, _, _ = self._keys(session_id)
         since = f"0-{max(after, 0)}"
