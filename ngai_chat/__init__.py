@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 from .app import create_app as create_app
 from .config import ConfigError as ConfigError
 from .config import Settings as Settings
+from .services import get_services as get_services
 from .views import chat_blueprint as chat_blueprint
-from .views import get_services as get_services
 
 __all__ = ["ConfigError", "Settings", "__version__", "chat_blueprint", "create_app", "get_services"]

@@ -10,11 +10,11 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import load_settings
+from .services import init_app
 from .store import Store
 from .upstream import Upstream
 from .views import chat_blueprint
 from .views import http_error_response
-from .views import init_app
 from .views import internal_error_response
 
 __all__ = ["create_app"]

@@ -1,18 +1,16 @@
 """``chat_blueprint``: the HTTP surface (SPEC §3); the only module that reads ``request``.
 
-Registering the blueprint is all a host app does: :func:`init_app` runs once per
-app on registration (unless :func:`ngai_chat.create_app` ran it first with test
-doubles) and keeps the app's services in ``app.extensions["ngai_chat"]``.
+Registering the blueprint is all a host app does: :func:`~ngai_chat.services.init_app`
+runs once per app on registration (unless :func:`ngai_chat.create_app` ran it
+first with test doubles).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import logging
 import re
-import time
 import typing as t
 import uuid
 
@@ -27,34 +25,25 @@ from werkzeug.exceptions import HTTPException
 from . import __version__
 from . import errors
 from . import sse
-from .catalog import ModelsCache
 from .catalog import filter_models
 from .config import DEMO_MODEL
-from .config import Settings
-from .config import load_settings
-from .guards import RateLimiter
 from .guards import check_model_allowed
 from .guards import check_token
-from .guards import parse_rate
-from .log import configure_logging
-from .metrics import Metrics
 from .openapi import openapi_document
 from .relay import Relay
 from .relay import ShuttingDown
 from .relay import error_data
 from .schema import parse_json
 from .schema import validate
+from .services import EXTENSION
+from .services import get_services
+from .services import init_app
 from .store import SessionInfo
-from .store import Store
-from .store import store_from_url
-from .sweeper import Sweeper
-from .upstream import Upstream
 
-__all__ = ["Services", "chat_blueprint", "get_services", "init_app"]
+__all__ = ["chat_blueprint", "error_response", "http_error_response", "internal_error_response"]
 
 log = logging.getLogger(__name__)
 
-EXTENSION = "ngai_chat"
 #: milliseconds a browser waits before reconnecting a dropped stream
 RETRY_MS = 3000
 #: seconds a client is told to wait when the server is full
@@ -74,109 +63,6 @@ chat_blueprint = Blueprint(
     static_url_path="/static",
 )
 bp = chat_blueprint
-
-
-@dataclasses.dataclass
-class Services:
-    """Everything one app's chat endpoints use."""
-
-    settings: Settings
-    store: Store
-    upstream: Upstream
-    relay: Relay
-    sweeper: Sweeper
-    models: ModelsCache
-    metrics: Metrics
-    #: ``None`` when ``NGAI_RATE_LIMIT`` is unset
-    rate_limiter: RateLimiter | None = None
-    #: wall-clock source for session deadlines
-    clock: t.Callable[[], float] = time.time
-
-
-def get_services() -> Services:
-    """The services of the current app."""
-    return t.cast(Services, current_app.extensions[EXTENSION])
-
-
-def init_app(
-    app: flask.Flask,
-    *,
-    settings: Settings | None = None,
-    store: Store | None = None,
-    upstream: Upstream | None = None,
-    clock: t.Callable[[], float] = time.time,
-) -> Services:
-    """Build the app's services from its settings (once per app).
-
-    :param settings: defaults to :func:`~ngai_chat.config.load_settings` over
-        ``app.config``, the environment and ``.env``.
-    :param store: defaults to the store for ``REDIS_URL``.
-    :param upstream: defaults to OpenRouter, or the demo model with ``NGAI_DEMO=1``.
-    :raises ConfigError: a setting is missing or malformed.
-    """
-    if EXTENSION in app.extensions:
-        return t.cast(Services, app.extensions[EXTENSION])
-    settings = settings or load_settings(app.config)
-    configure_logging([settings.api_key], settings.log_format)
-    if store is None:
-        store = store_from_url(
-            settings.redis_url,
-            replay_ttl=settings.replay_ttl,
-            clock=clock,
-            key_prefix=settings.redis_key_prefix,
-            heartbeat=settings.heartbeat_interval,
-            max_events=settings.max_events,
-            max_blocking_reads=settings.max_streams,
-        )
-    if upstream is None:
-        upstream = _default_upstream(settings)
-    metrics = Metrics()
-    rate = parse_rate(settings.rate_limit) if settings.rate_limit else None
-    services = Services(
-        settings=settings,
-        store=store,
-        upstream=upstream,
-        relay=Relay(
-            store,
-            upstream,
-            heartbeat=settings.heartbeat_interval,
-            abandon_timeout=settings.abandon_timeout,
-            max_events=settings.max_events,
-            metrics=metrics,
-        ),
-        sweeper=Sweeper(store, settings.sweep_interval, clock=clock),
-        models=ModelsCache(upstream, settings.models_cache_ttl),
-        metrics=metrics,
-        rate_limiter=None if rate is None else RateLimiter(*rate, store.hit),
-        clock=clock,
-    )
-    app.extensions[EXTENSION] = services
-    if settings.demo:
-        log.warning(
-            "Demo mode (NGAI_DEMO=1): no upstream is called; the offline model %r answers "
-            "every request. Set OPENROUTER_API_KEY to relay real models.",
-            DEMO_MODEL,
-        )
-    else:
-        log.info("relaying to %s (store: %s)", settings.base_url, store.kind)
-    return services
-
-
-def _default_upstream(settings: Settings) -> Upstream:
-    if settings.demo:
-        from .upstream.demo import DemoUpstream
-
-        return DemoUpstream()
-    from .upstream.openrouter import OpenRouterUpstream
-
-    return OpenRouterUpstream(
-        api_key=settings.api_key,
-        base_url=settings.base_url,
-        title=settings.title,
-        connect_timeout=settings.upstream_connect_timeout,
-        read_timeout=settings.upstream_read_timeout,
-        pool_size=min(settings.max_streams, 1000),
-    )
 
 
 @bp.record_once
