@@ -230,3 +230,11 @@ def test_models_failures(client: OpenRouterUpstream, kwargs: dict) -> None:
 
 def test_repr_hides_the_key(client: OpenRouterUpstream) -> None:
     assert KEY not in repr(client)
+
+
+@responses.activate
+def test_invalid_utf8_is_an_upstream_error(client: OpenRouterUpstream) -> None:
+    add_stream(b'data: {"choices":[{"delta":{"content":"\xff\xfe"}}]}\n\n')
+    stream = client.stream_chat({"model": "m", "messages": []}, referer=None)
+    with pytest.raises(errors.UpstreamStreamError, match="UTF-8"):
+        list(stream)

@@ -153,6 +153,10 @@ class _Stream:
                     continue
                 if isinstance(chunk, dict):
                     yield Chunk(data, chunk)
+        except UnicodeDecodeError as exc:
+            raise errors.UpstreamStreamError(
+                "The model provider sent bytes that are not UTF-8 text."
+            ) from exc
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
             raise errors.UpstreamTimeout(
                 "The model provider went silent longer than the read timeout "
