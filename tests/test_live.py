@@ -10,7 +10,6 @@ import threading
 import time
 import typing as t
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -29,7 +28,6 @@ pytestmark = pytest.mark.live
 HEARTBEAT = 0.5
 ABANDON = 1.0
 READ_TIMEOUT = 2.0
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "openrouter"
 
 
 @pytest.fixture(scope="module")

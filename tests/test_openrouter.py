@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import requests
@@ -11,10 +10,11 @@ import responses
 
 from ngai_chat import errors
 from ngai_chat.upstream.openrouter import OpenRouterUpstream
+from tests.support.fake_upstream import fixtures_dir
 
 BASE = "https://openrouter.test/api/v1"
 KEY = "sk-or-v1-SECRET-abcdef"
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "openrouter"
+FIXTURES = fixtures_dir()
 
 
 @pytest.fixture

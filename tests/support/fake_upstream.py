@@ -141,10 +141,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: /work/shared/fixtures/openrouter next to the repository; ``NGAI_FIXTURES_DIR`` overrides
-DEFAULT_FIXTURES_DIR = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "openrouter"
-)
+#: the recorded OpenRouter responses kept in the repository (copied, unedited, from
+#: the project's shared fixtures; see their SOURCES.md); ``NGAI_FIXTURES_DIR`` overrides
+DEFAULT_FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "openrouter"
 #: the ``model`` of chunks made by the builders when none is given
 DEFAULT_MODEL = "fake/model"
 #: the usage chunk's ``usage`` in :func:`text_chunks` when none is given
@@ -735,7 +734,7 @@ def _reason(status: int) -> str:
 
 
 def fixtures_dir() -> Path:
-    """The recorded OpenRouter responses: ``$NGAI_FIXTURES_DIR``, else the shared ones."""
+    """The recorded OpenRouter responses: ``$NGAI_FIXTURES_DIR``, else the repository's."""
     return Path(os.environ.get("NGAI_FIXTURES_DIR") or DEFAULT_FIXTURES_DIR)
 
 
