@@ -1,13 +1,13 @@
 """Generations and readers: the heart of the relay.
 
 A **generation** runs the one upstream request of a session in its own greenlet
-and appends every event to the session's log in the store. Beside it a
-**supervisor** greenlet ticks a few times a second: it keeps the generation marked
-alive, and stops it when ``DELETE`` set the cancel flag or when no reader has been
-attached for ``NGAI_ABANDON_TIMEOUT``. Stopping means killing the generation
-greenlet with :class:`Stop`; the exception lands where it waits (on the upstream
-socket, most likely), and its ``finally`` closes the upstream response, which is
-what stops the billing.
+and appends every event to the session's log in the store. One **watcher**
+greenlet per relay ticks every running generation a few times a second: it keeps
+each marked alive, and stops it when ``DELETE`` set the cancel flag or when no
+reader has been attached for ``NGAI_ABANDON_TIMEOUT``. Stopping means killing the
+generation greenlet with :class:`Stop`; the exception lands where it waits (on the
+upstream socket, most likely), and its ``finally`` closes the upstream response,
+which is what stops the billing.
 
 A **reader** replays the log after the client's last event id, then follows it
 live; when nothing happens for ``NGAI_HEARTBEAT_INTERVAL`` it yields a heartbeat
@@ -56,7 +56,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: seconds between supervisor ticks; bounds how late a cancel is seen elsewhere
+#: seconds between watcher ticks; bounds how late a cancel is seen elsewhere
 TICK_INTERVAL = 0.2
 #: seconds to wait for the usage chunk (or ``[DONE]``) once the finish reason came
 FINISH_GRACE = 2.0
@@ -160,7 +160,7 @@ def _stream_error(chunk: dict[str, t.Any]) -> errors.UpstreamStreamError | None:
 
 
 class _Generation:
-    """What one generation has learned so far from the upstream."""
+    """One running generation, and what it has learned so far from the upstream."""
 
     def __init__(self, session: SessionInfo) -> None:
         self.session = session
@@ -170,8 +170,12 @@ class _Generation:
         self.usage: t.Any = None
         self.events = 0
         self.started_at = 0.0
-        #: the supervisor may stop the greenlet only while this is true
+        self.greenlet: gevent.greenlet.Greenlet | None = None
+        #: it may be stopped only while this is true: while it relays chunks, and
+        #: only once, so that no second :class:`Stop` lands in its ending
         self.stoppable = True
+        #: since when no reader has been attached (watcher's clock)
+        self.alone_since: float | None = None
 
 
 class Relay:
@@ -208,7 +212,8 @@ class Relay:
         self.spawn = spawn
         self.clock = clock
         #: generations running in this process, by session id
-        self.running: dict[str, gevent.greenlet.Greenlet] = {}
+        self.running: dict[str, _Generation] = {}
+        self._watcher: gevent.greenlet.Greenlet | None = None
         #: ``GET /stream`` responses open in this process
         self.open_streams = 0
         #: monotonic time at which open streams are ended (set on SIGTERM)
@@ -230,8 +235,8 @@ class Relay:
     def _stop_at_deadline(self) -> None:
         assert self.shutdown_at is not None
         gevent.sleep(max(0.0, self.shutdown_at - self.clock()))
-        for greenlet in list(self.running.values()):
-            greenlet.kill(Stop("shutdown"), block=False)
+        for generation in list(self.running.values()):
+            self._stop(generation, "shutdown")
 
     # --- generations -------------------------------------------------------
 
@@ -242,7 +247,10 @@ class Relay:
         """
         if not self.store.claim(session.id):
             return False
-        self.running[session.id] = self.spawn(self._generate, session)
+        generation = self.running[session.id] = _Generation(session)
+        generation.greenlet = self.spawn(self._generate, generation)
+        if self._watcher is None or self._watcher.dead:
+            self._watcher = self.spawn(self._watch)
         return True
 
     def cancel(self, session_id: str) -> bool:
@@ -259,16 +267,19 @@ class Relay:
             self.store.append(session_id, "done", done_data("cancelled", model, None))
             return True
         self.store.cancel(session_id)
-        greenlet = self.running.get(session_id)
-        if greenlet is not None:
-            # here: stop now rather than on the next supervisor tick
-            greenlet.kill(Stop("cancelled"), block=False)
+        generation = self.running.get(session_id)
+        if generation is not None:
+            self._stop(generation, "cancelled")  # here: now, not on the next tick
         return True
 
-    def _generate(self, session: SessionInfo) -> None:
-        state = _Generation(session)
-        me = gevent.getcurrent()
-        supervisor = self.spawn(self._supervise, state, me)
+    def _stop(self, generation: _Generation, reason: str) -> None:
+        """Throw :class:`Stop` into a generation that is still relaying, once."""
+        if generation.stoppable and generation.greenlet is not None:
+            generation.stoppable = False
+            generation.greenlet.kill(Stop(reason), block=False)
+
+    def _generate(self, state: _Generation) -> None:
+        session = state.session
         terminal: tuple[str, str]
         try:
             terminal = self._run(state)
@@ -296,7 +307,6 @@ class Relay:
             terminal = ("error", error_data(errors.InternalError()))
         finally:
             state.stoppable = False
-            supervisor.kill(block=False)
         try:
             self.store.append(session.id, *terminal)
         except errors.StoreUnavailable:
@@ -373,34 +383,32 @@ class Relay:
     def _done(self, state: _Generation) -> tuple[str, str]:
         return ("done", done_data(state.finish_reason, state.model, state.usage))
 
-    def _supervise(self, state: _Generation, generation: gevent.greenlet.Greenlet) -> None:
-        """Tick until the generation ends: keep it alive, stop it on cancel or abandon."""
-        session_id = state.session.id
-        alone_since: float | None = None
-        while state.stoppable:
-            try:
-                signals = self.store.tick(session_id)
-            except errors.StoreUnavailable:
-                gevent.sleep(TICK_INTERVAL)
-                continue
-            now = self.clock()
-            reason = None
-            if signals.cancelled:
-                reason = "cancelled"
-            elif signals.readers:
-                alone_since = None
-            elif alone_since is None:
-                alone_since = now
-            if (
-                reason is None
-                and alone_since is not None
-                and (now - alone_since >= self.abandon_timeout)
-            ):
-                reason = "abandoned"
-            if reason is not None and state.stoppable:
-                generation.kill(Stop(reason), block=False)
-                return
+    def _watch(self) -> None:
+        """Tick every running generation until none is left."""
+        while self.running:
+            for generation in list(self.running.values()):
+                try:
+                    self._tick(generation)
+                except errors.StoreUnavailable:
+                    pass  # the generation's own appends report the outage
+                except Exception:  # keep watching the others whatever one hit
+                    log.exception("session %s: tick failed", generation.session.id)
             gevent.sleep(TICK_INTERVAL)
+
+    def _tick(self, generation: _Generation) -> None:
+        """Keep a generation alive; stop it on cancel, or when readers left it."""
+        signals = self.store.tick(generation.session.id)
+        if signals.cancelled:
+            self._stop(generation, "cancelled")
+        elif signals.readers:
+            generation.alone_since = None
+        elif generation.alone_since is None:
+            generation.alone_since = self.clock()
+        if (
+            generation.alone_since is not None
+            and self.clock() - generation.alone_since >= self.abandon_timeout
+        ):
+            self._stop(generation, "abandoned")
 
     # --- readers ------------------------------------------------------------
 
