@@ -67,10 +67,12 @@ function addMessage(role, content) {
 }
 
 function addNote(message, text, kind = "") {
+  const wasNear = nearBottom();
   const note = document.createElement("p");
   note.className = `note ${kind}`.trim();
   note.textContent = text;
   message.item.append(note);
+  scrollToEnd(wasNear);
   return note;
 }
 
