@@ -18,8 +18,9 @@ Contract every implementation keeps:
 * **One claim.** :meth:`Store.claim` returns ``True`` to exactly one caller per
   session, across every process sharing the store.
 * **One terminal event.** After a terminal event, :meth:`Store.append` appends
-  nothing and returns ``None``; so racing writers of a terminal event (the
-  generation and a reader that saw it die) cannot produce two.
+  nothing and returns ``None`` (:meth:`Store.append_many` stops there); so
+  racing writers of a terminal event (the generation and a reader that saw it
+  die) cannot produce two.
 * **Blocking reads wake promptly.** :meth:`Store.read` returns as soon as an
   event past ``after`` exists, or ``[]`` once ``timeout`` passes.
 * Backend failures raise :class:`~ngai_chat.errors.StoreUnavailable`; no
@@ -117,6 +118,13 @@ class Store(t.Protocol):
 
         :return: the new event's id, or ``None`` when the log already ended or
             the session is gone.
+        """
+
+    def append_many(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
+        """Append ``(name, data)`` events in order, at once (one round trip).
+
+        :return: the new events' ids: fewer than given when a terminal event
+            ended the log, none when it had ended already or the session is gone.
         """
 
     def read(self, session_id: str, after: int, timeout: float) -> list[Event]:

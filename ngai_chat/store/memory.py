@@ -80,17 +80,27 @@ class MemoryStore:
         return True
 
     def append(self, session_id: str, name: str, data: str) -> int | None:
+        ids = self.append_many(session_id, [(name, data)])
+        return ids[0] if ids else None
+
+    def append_many(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
         entry = self._live(session_id)
-        if entry is None or entry.finished_at is not None:
-            return None
-        event = Event(id=len(entry.events) + 1, name=name, data=data)
-        entry.events.append(event)
-        if event.terminal:
-            entry.finished_at = self.clock()
-            entry.info = dataclasses.replace(entry.info, terminal_id=event.id)
-        changed, entry.changed = entry.changed, gevent.event.Event()
-        changed.set()
-        return event.id
+        ids: list[int] = []
+        if entry is None:
+            return ids
+        for name, data in events:
+            if entry.finished_at is not None:
+                break
+            event = Event(id=len(entry.events) + 1, name=name, data=data)
+            entry.events.append(event)
+            ids.append(event.id)
+            if event.terminal:
+                entry.finished_at = self.clock()
+                entry.info = dataclasses.replace(entry.info, terminal_id=event.id)
+        if ids:
+            changed, entry.changed = entry.changed, gevent.event.Event()
+            changed.set()
+        return ids
 
     def read(self, session_id: str, after: int, timeout: float) -> list[Event]:
         entry = self._live(session_id)

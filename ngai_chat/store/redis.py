@@ -212,26 +212,31 @@ return 1
 )
 
 # KEYS: hash stream readers alive live done
-# ARGV: now replay id name data terminal maxlen replay_ms
+# ARGV: now replay id maxlen replay_ms, then name data terminal for each event
 _LUA_APPEND = (
     _LUA_HEAD
     + """
 local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at')
-if gone(f) or f[3] then return false end
-local n = redis.call('HINCRBY', KEYS[1], 'last', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '0-' .. n, 'n', ARGV[4], 'd', ARGV[5])
-if ARGV[6] == '1' then
-  redis.call('HSET', KEYS[1], 'terminal_id', n, 'finished_at', ARGV[1])
-  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[8]) end
-  redis.call('ZREM', KEYS[5], ARGV[3])
-  redis.call('ZADD', KEYS[6], now + replay, ARGV[3])
-  extend(KEYS[6], tonumber(ARGV[8]))
-elseif n == 1 then
-  -- XADD just created the stream: give it the session's TTL.
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+local ids = {}
+if gone(f) or f[3] then return ids end
+for i = 6, #ARGV, 3 do
+  local n = redis.call('HINCRBY', KEYS[1], 'last', 1)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-' .. n, 'n', ARGV[i], 'd', ARGV[i + 1])
+  ids[#ids + 1] = n
+  if ARGV[i + 2] == '1' then
+    redis.call('HSET', KEYS[1], 'terminal_id', n, 'finished_at', ARGV[1])
+    for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
+    redis.call('ZREM', KEYS[5], ARGV[3])
+    redis.call('ZADD', KEYS[6], now + replay, ARGV[3])
+    extend(KEYS[6], tonumber(ARGV[5]))
+    return ids
+  elseif n == 1 then
+    -- XADD just created the stream: give it the session's TTL.
+    local ttl = redis.call('PTTL', KEYS[1])
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  end
 end
-return n
+return ids
 """
 )
 
@@ -544,41 +549,43 @@ class RedisStore:
         return bool(won)
 
     def append(self, session_id: str, name: str, data: str) -> int | None:
-        """Append an event; readers blocked in :meth:`read` wake at once.
+        """Append one event (see :meth:`append_many`)."""
+        ids = self.append_many(session_id, [(name, data)])
+        return ids[0] if ids else None
 
-        A terminal event also starts the replay TTL of every key of the
-        session. If Redis fails after running the script but before replying,
-        this raises although the event was written.
+    def append_many(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
+        """Append events in one round trip; readers blocked in :meth:`read` wake.
+
+        A terminal event also starts the replay TTL of every key of the session.
+        If Redis fails after running the script but before replying, this raises
+        although the events were written.
 
         :param session_id: the session whose log grows.
-        :param name: ``chunk``, ``done`` or ``error``.
-        :param data: the event's JSON text.
-        :return: the new event's id, or ``None`` when the log already ended or
-            the session is gone.
+        :param events: ``(name, data)`` pairs, in order.
+        :return: the ids of the events appended: all of them, fewer when a
+            terminal event ended the log, none when it had ended already or the
+            session is gone.
         """
         try:
-            new_id = self._append_to_redis(session_id, name, data)
+            ids = self._append_to_redis(session_id, events)
         except StoreUnavailable:
             self._local.record(session_id, None)
             raise
-        self._local.record(session_id, None if new_id is None else Event(new_id, name, data))
-        return new_id
+        if events and not ids:  # ended by someone else: stop mirroring it
+            self._local.record(session_id, None)
+        for new_id, (name, data) in zip(ids, events, strict=False):
+            self._local.record(session_id, Event(new_id, name, data))
+        return ids
 
     @_wrap_errors
-    def _append_to_redis(self, session_id: str, name: str, data: str) -> int | None:
-        new_id = self._append(
-            keys=[*self._keys(session_id), self._live_key, self._done_key],
-            args=self._args(
-                self.clock(),
-                session_id,
-                name,
-                data,
-                "1" if name in TERMINAL_EVENTS else "0",
-                self.max_events,
-                _ms(self.replay_ttl),
-            ),
+    def _append_to_redis(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
+        args = self._args(self.clock(), session_id, self.max_events, _ms(self.replay_ttl))
+        for name, data in events:
+            args += [name, data, "1" if name in TERMINAL_EVENTS else "0"]
+        ids = self._append(
+            keys=[*self._keys(session_id), self._live_key, self._done_key], args=args
         )
-        return None if new_id is None else int(new_id)
+        return [int(new_id) for new_id in ids]
 
     @_wrap_errors
     def read(self, session_id: str, after: int, timeout: float) -> list[Event]:
