@@ -1,0 +1,176 @@
+"""The report: a table on stdout, and everything as JSON (with the machine it ran on)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import typing as t
+from pathlib import Path
+
+from .scenarios import REDIS_URL
+from .scenarios import Profile
+from .scenarios import Row
+from .scenarios import ScenarioResult
+
+__all__ = ["build_report", "format_table", "machine_info", "write_json"]
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("ngai-chat", "flask", "gevent", "greenlet", "gunicorn", "requests", "redis")
+COLUMNS = ("scenario", "metric", "unit", "baseline", "measured", "ratio", "vs", "err", "note")
+
+
+def _first_line_with(path: str, prefix: str) -> str | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(prefix):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def _redis_version() -> str | None:
+    try:
+        import redis
+
+        info = redis.Redis.from_url(REDIS_URL, socket_timeout=2).info("server")
+    except Exception:
+        return None
+    return str(info.get("redis_version"))
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict[str, t.Any]:
+    """Where the figures come from: they only compare within one machine and run."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "cpu": _first_line_with("/proc/cpuinfo", "model name"),
+        "memory": _first_line_with("/proc/meminfo", "MemTotal"),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "redis_server": _redis_version(),
+        "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+    }
+
+
+def _row_json(row: Row) -> dict[str, t.Any]:
+    return {**dataclasses.asdict(row), "ratio": row.ratio}
+
+
+def build_report(
+    profile: Profile,
+    results: list[ScenarioResult],
+    app_logs: dict[str, dict[str, t.Any]],
+    seconds: float,
+    started: datetime.datetime,
+) -> dict[str, t.Any]:
+    return {
+        "started_at": started.isoformat(timespec="seconds"),
+        "seconds": round(seconds, 1),
+        "profile": dataclasses.asdict(profile),
+        "machine": machine_info(),
+        "app_logs": app_logs,
+        "scenarios": [
+            {
+                "name": result.name,
+                "seconds": round(result.seconds, 1),
+                "skipped": result.skipped,
+                "failed": result.failed,
+                "rows": [_row_json(row) for row in result.rows],
+                "details": result.details,
+            }
+            for result in results
+        ],
+    }
+
+
+def _number(value: float | None, *, ratio: bool = False) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    if ratio:
+        return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def _cells(row: Row) -> tuple[str, ...]:
+    return (
+        row.scenario,
+        row.metric,
+        row.unit,
+        _number(row.baseline),
+        _number(row.measured),
+        _number(row.ratio, ratio=True),
+        row.versus if row.baseline is not None else "",
+        str(row.errors),
+        row.note,
+    )
+
+
+def format_table(results: list[ScenarioResult], app_logs: dict[str, dict[str, t.Any]]) -> str:
+    """The rows of every scenario as an aligned text table, then what did not run
+    and what the apps logged as errors."""
+    lines = [COLUMNS, *(_cells(row) for result in results for row in result.rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
+    numeric = {3, 4, 5, 7}
+    text = []
+    for index, line in enumerate(lines):
+        cells = [
+            cell.rjust(width) if i in numeric else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        text.append("  ".join(cells).rstrip())
+        if index == 0:
+            text.append("  ".join("-" * width for width in widths))
+    for result in results:
+        if result.skipped:
+            text.append(f"{result.name}: skipped: {result.skipped}")
+        if result.failed:
+            text.append(f"{result.name}: FAILED: {result.failed}")
+    for label, log in app_logs.items():
+        if log["problems"]:
+            text.append(f"{label} app logged {log['problems']} error line(s), first:")
+            text += [f"    {line[:200]}" for line in log["first"]]
+    return "\n".join(text)
+
+
+def write_json(report: dict[str, t.Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+
+
+def _jsonable(value: t.Any) -> t.Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
