@@ -38,6 +38,7 @@ import gevent.greenlet
 
 from . import errors
 from .metrics import Metrics
+from .sse import json_data as _json
 from .store import Event
 from .store import SessionInfo
 from .store import Store
@@ -121,26 +122,22 @@ def chunk_event_data(chunk: Chunk) -> str:
         if isinstance(delta, dict) and isinstance(delta.get("content"), str):
             content = delta["content"]
     text = chunk.text.rstrip()
-    encoded = json.dumps(content, ensure_ascii=False)
+    encoded = _json(content)
     if text.endswith("}"):
         body = text[:-1].rstrip()
         separator = "" if body.endswith("{") else ","
         return f'{body}{separator}"content":{encoded}}}'
-    return json.dumps({**chunk.value, "content": content}, ensure_ascii=False)
+    return _json({**chunk.value, "content": content})
 
 
 def done_data(finish_reason: str | None, model: str | None, usage: t.Any) -> str:
     """The ``data`` of a ``done`` event."""
-    return json.dumps(
-        {"finishReason": finish_reason, "model": model, "usage": usage},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    return _json({"finishReason": finish_reason, "model": model, "usage": usage})
 
 
 def error_data(error: errors.ApiError) -> str:
     """The ``data`` of an ``error`` event."""
-    return json.dumps(error.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    return _json(error.to_dict())
 
 
 def _stream_error(chunk: dict[str, t.Any]) -> errors.UpstreamStreamError | None:

@@ -7,11 +7,29 @@ breaks in ``id`` and ``event`` would break the framing, so they are removed.
 
 from __future__ import annotations
 
+import json
 import re
+import typing as t
 
-__all__ = ["comment", "event", "retry"]
+__all__ = ["comment", "event", "json_data", "retry"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+#: a UTF-16 surrogate: a JSON ``"\ud83d"`` escape decodes to one, alone when a
+#: provider splits an emoji's surrogate pair across chunks
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_data(value: t.Any) -> str:
+    """Compact JSON for a ``data:`` line, that always encodes as UTF-8.
+
+    Non-ASCII text stays as it is, except that a lone surrogate, which UTF-8
+    cannot carry, makes the whole value use ``\\u`` escapes (as the upstream
+    sent it).
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if _SURROGATE.search(text):
+        return json.dumps(value, separators=(",", ":"))
+    return text
 
 
 def event(data: str, *, name: str | None = None, id: int | str | None = None) -> bytes:
@@ -21,13 +39,16 @@ def event(data: str, *, name: str | None = None, id: int | str | None = None) ->
     :param name: the ``event:`` field (``message`` when omitted).
     :param id: the ``id:`` field, stored by the browser as ``Last-Event-ID``.
     """
-    lines = []
+    head = ""
     if id is not None:
-        lines.append(f"id: {_one_line(str(id))}")
+        head += f"id: {_one_line(str(id))}\n"
     if name is not None:
-        lines.append(f"event: {_one_line(name)}")
-    lines.extend(f"data: {line}" for line in _LINE_BREAK.split(data))
-    return ("\n".join(lines) + "\n\n").encode("utf-8")
+        head += f"event: {_one_line(name)}\n"
+    if "\n" in data or "\r" in data:
+        body = "\n".join(f"data: {line}" for line in _LINE_BREAK.split(data))
+    else:  # the usual case: one line of JSON
+        body = f"data: {data}"
+    return f"{head}{body}\n\n".encode()
 
 
 def comment(text: str = "") -> bytes:
@@ -41,4 +62,4 @@ def retry(milliseconds: int) -> bytes:
 
 
 def _one_line(value: str) -> str:
-    return _LINE_BREAK.sub("", value)
+    return _LINE_BREAK.sub("", value) if "\n" in value or "\r" in value else value

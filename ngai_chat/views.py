@@ -316,7 +316,7 @@ def _frames(relay: Relay, session_id: str, after: int, reader_id: str) -> t.Iter
             if batch is None:
                 yield HEARTBEAT
                 continue
-            yield b"".join(sse.event(e.data, name=e.name, id=e.id) for e in batch)
+            yield b"".join(event.frame for event in batch)
             after = batch[-1].id
     except errors.SessionNotFound as exc:
         # the session is gone for good: a reconnect with this id gets 204

@@ -38,3 +38,17 @@ def test_comment(text: str, expected: bytes) -> None:
 
 def test_retry() -> None:
     assert sse.retry(3000) == b"retry: 3000\n\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"a": "é 😀"}, '{"a":"é 😀"}'),
+        ({"a": "lone \ud83d"}, '{"a":"lone \\ud83d"}'),
+        ([1, None, True], "[1,null,true]"),
+    ],
+)
+def test_json_data_always_encodes(value: object, expected: str) -> None:
+    text = sse.json_data(value)
+    assert text == expected
+    text.encode("utf-8")

@@ -548,3 +548,26 @@ def test_key_never_in_responses_or_logs(
     err = capsys.readouterr().err
     assert "oops [redacted]" in err and "key=[redacted]" in err
     assert API_KEY not in err
+
+
+def test_split_surrogate_pairs_stay_escaped(client: t.Any, upstream: ScriptedUpstream) -> None:
+    # some providers split an emoji's UTF-16 surrogate pair across two chunks
+    upstream.steps = [
+        '{"choices":[{"delta":{"content":"hi \\ud83d"}}]}',
+        '{"choices":[{"delta":{"content":"\\ude00!"}}]}',
+        chunk("", finish="stop"),
+    ]
+    response = client.get(f"/stream/{prepare(client)}")
+    body = response.get_data(as_text=True)
+    evs = events(parse(body))
+    assert [e.json["content"] for e in evs[:2]] == ["hi \ud83d", "\ude00!"]
+    assert "".join(e.json["content"] for e in evs[:2]) == "hi \ud83d\ude00!"
+    assert evs[-1].name == "done"
+
+
+def test_lone_surrogate_in_the_request_is_kept(client: t.Any, upstream: ScriptedUpstream) -> None:
+    body = '{"messages": [{"role": "user", "content": "odd \\ud800 text"}]}'
+    response = client.post("/prepare", data=body, content_type="application/json")
+    assert response.status_code == 200
+    stream(client, response.get_json()["streamUrl"])
+    assert upstream.requests[0][0]["messages"][0]["content"] == "odd \ud800 text"

@@ -33,7 +33,10 @@ is safe for that because gevent switches only where a greenlet blocks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing as t
+
+from .. import sse
 
 __all__ = ["TERMINAL_EVENTS", "Event", "GenerationSignals", "SessionInfo", "Store"]
 
@@ -55,6 +58,11 @@ class Event:
     @property
     def terminal(self) -> bool:
         return self.name in TERMINAL_EVENTS
+
+    @functools.cached_property
+    def frame(self) -> bytes:
+        """The event as SSE bytes, encoded once however many readers send it."""
+        return sse.event(self.data, name=self.name, id=self.id)
 
 
 @dataclasses.dataclass(frozen=True)

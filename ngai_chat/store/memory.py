@@ -8,6 +8,7 @@ except :meth:`MemoryStore.read`, so no other greenlet can interleave inside one.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import time
 import typing as t
 
@@ -43,6 +44,11 @@ class MemoryStore:
         self.replay_ttl = replay_ttl
         self.clock = clock
         self._entries: dict[str, _Entry] = {}
+        #: entries without a terminal event, expired or not: kept as a count so
+        #: that count_live (checked on every /prepare) does not walk them all
+        self._unfinished = 0
+        #: (expires_at, id) of sessions created unclaimed, earliest first
+        self._deadlines: list[tuple[float, str]] = []
         self._hits: dict[str, int] = {}
         self._hits_window = -1.0
 
@@ -63,10 +69,15 @@ class MemoryStore:
     def _drop(self, session_id: str) -> None:
         entry = self._entries.pop(session_id, None)
         if entry is not None:
+            if entry.finished_at is None:
+                self._unfinished -= 1
             entry.changed.set()  # readers blocked on it find the session gone
 
     def create(self, session: SessionInfo) -> None:
+        self._drop(session.id)
         self._entries[session.id] = _Entry(info=session)
+        self._unfinished += 1
+        heapq.heappush(self._deadlines, (session.expires_at, session.id))
 
     def get(self, session_id: str) -> SessionInfo | None:
         entry = self._live(session_id)
@@ -97,6 +108,7 @@ class MemoryStore:
             if event.terminal:
                 entry.finished_at = self.clock()
                 entry.info = dataclasses.replace(entry.info, terminal_id=event.id)
+                self._unfinished -= 1
         if ids:
             changed, entry.changed = entry.changed, gevent.event.Event()
             changed.set()
@@ -142,18 +154,28 @@ class MemoryStore:
         return session_id in self._entries
 
     def count_live(self) -> int:
-        now = self.clock()
-        return sum(
-            1
-            for entry in self._entries.values()
-            if entry.finished_at is None and not self._expired(entry, now)
-        )
+        # What is left unfinished once the overdue pending sessions are dropped
+        # is running, or pending and in time.
+        self._drop_overdue(self.clock())
+        return self._unfinished
+
+    def _drop_overdue(self, now: float) -> int:
+        """Drop the pending sessions whose deadline passed (gone anyway)."""
+        dropped = 0
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, session_id = heapq.heappop(self._deadlines)
+            entry = self._entries.get(session_id)
+            if entry is not None and self._expired(entry, now):
+                self._drop(session_id)
+                dropped += 1
+        return dropped
 
     def sweep(self, now: float) -> int:
+        dropped = self._drop_overdue(now)
         expired = [sid for sid, entry in self._entries.items() if self._expired(entry, now)]
         for session_id in expired:
             self._drop(session_id)
-        return len(expired)
+        return dropped + len(expired)
 
     def hit(self, key: str, window: int) -> tuple[int, float]:
         now = self.clock()

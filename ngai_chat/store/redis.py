@@ -140,6 +140,13 @@ class _LocalLogs:
                 self._drop(session_id)
 
 
+def _text(value: str) -> bytes:
+    """Encode text for Redis ourselves: hiredis' packer would refuse a lone
+    surrogate (from a client's ``"\ud800"`` JSON escape) with a foreign error.
+    """
+    return value.encode("utf-8", "surrogatepass")
+
+
 def _wrap_errors(method: t.Callable[_P, _R]) -> t.Callable[_P, _R]:
     """Translate any Redis or socket failure into :class:`StoreUnavailable`.
 
@@ -424,8 +431,8 @@ class RedisStore:
             self._block_slice = max(socket_timeout - 1.0, socket_timeout / 2)
         options: dict[str, t.Any] = {
             "decode_responses": True,
-            # Any Python str round-trips, a lone surrogate from a JSON "\ud800"
-            # escape too, instead of failing to encode with a foreign exception.
+            # Replies decode as they were encoded by _text: any Python str
+            # round-trips, a lone surrogate from a JSON "\ud800" escape too.
             "encoding_errors": "surrogatepass",
             # RESP2: plain reply shapes, and no RESP3 push handling to run
             # beside gevent.
@@ -485,13 +492,15 @@ class RedisStore:
             replaced.
         """
         now = self.clock()
-        fields: dict[str, str] = {
-            "request": json.dumps(session.request, ensure_ascii=False, separators=(",", ":")),
+        fields: dict[str, str | bytes] = {
+            "request": _text(
+                json.dumps(session.request, ensure_ascii=False, separators=(",", ":"))
+            ),
             "created_at": repr(session.created_at),
             "expires_at": repr(session.expires_at),
         }
         if session.referer is not None:
-            fields["referer"] = session.referer
+            fields["referer"] = _text(session.referer)
         if session.claimed:
             fields["claimed"] = "1"
         if session.cancelled:
@@ -581,7 +590,7 @@ class RedisStore:
     def _append_to_redis(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
         args = self._args(self.clock(), session_id, self.max_events, _ms(self.replay_ttl))
         for name, data in events:
-            args += [name, data, "1" if name in TERMINAL_EVENTS else "0"]
+            args += [_text(name), _text(data), "1" if name in TERMINAL_EVENTS else "0"]
         ids = self._append(
             keys=[*self._keys(session_id), self._live_key, self._done_key], args=args
         )

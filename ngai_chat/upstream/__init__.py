@@ -7,8 +7,9 @@ their own implementation the way httpx takes a transport.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing as t
+
+from ..sse import json_data
 
 __all__ = ["Chunk", "ChunkStream", "Upstream"]
 
@@ -25,7 +26,7 @@ class Chunk:
     @classmethod
     def from_value(cls, value: dict[str, t.Any]) -> Chunk:
         """A chunk made here rather than received (the demo model)."""
-        return cls(json.dumps(value, ensure_ascii=False, separators=(",", ":")), value)
+        return cls(json_data(value), value)
 
 
 class ChunkStream(t.Protocol):
