@@ -87,7 +87,6 @@ def init_app(
             key_prefix=settings.redis_key_prefix,
             heartbeat=settings.heartbeat_interval,
             max_events=settings.max_events,
-            max_blocking_reads=settings.max_streams,
         )
     if upstream is None:
         upstream = _default_upstream(settings)

@@ -340,7 +340,8 @@ class TestStoreContract:
             threads = [threading.Thread(target=read, args=(store,)) for store in readers]
             for thread in threads:
                 thread.start()
-            # Append only once all three sit in XREAD BLOCK, so this is a wake-up.
+            # Append only once all three stores' tails sit in XREAD BLOCK, so this
+            # is a wake-up.
             wait_until(
                 lambda: blocked_clients(backend.url, backend.client_name) == 3,
                 timeout=10,
@@ -621,20 +622,31 @@ class TestRedisStore:
         store.append(session.id, "chunk", "{}")
         assert [e.id for e in store.read(session.id, 0, timeout=0.7)] == [1]
 
-    def test_read_without_a_free_blocking_slot_times_out(
+    def test_waiting_readers_share_one_blocking_connection(
         self, backend: Backend, clock: FakeClock
     ) -> None:
-        store = backend.store(max_blocking_reads=1)
-        session = claimed_session(store, clock)
-        holder = threading.Thread(target=store.read, args=(session.id, 0, 3))
-        holder.start()
+        writer = backend.store()
+        store = backend.store()
+        sessions = [claimed_session(writer, clock) for _ in range(20)]
+        woke: list[list[int]] = []
+
+        def read(session_id: str) -> None:
+            woke.append([e.id for e in store.read(session_id, 0, timeout=10)])
+
+        threads = [threading.Thread(target=read, args=(s.id,)) for s in sessions]
+        for thread in threads:
+            thread.start()
+        tail = store._tail  # type: ignore[attr-defined]
+        wait_until(
+            lambda: sum(f.waiters for f in tail._streams.values()) == 20, 5, "20 waiting readers"
+        )
         wait_until(lambda: blocked_clients(backend.url, backend.client_name) == 1, 5, "XREAD")
-        started = time.monotonic()
-        assert store.read(session.id, 0, timeout=0.2) == []
-        assert time.monotonic() - started < 1
-        store.append(session.id, "chunk", "{}")
-        holder.join(5)
-        assert not holder.is_alive()
+        assert blocked_clients(backend.url, backend.client_name) == 1  # one for all twenty
+        for session in sessions:
+            writer.append(session.id, "chunk", "{}")
+        for thread in threads:
+            thread.join(5)
+        assert woke == [[1]] * 20
 
     def test_stream_is_capped(
         self, backend: Backend, client: redis.Redis, clock: FakeClock
@@ -732,7 +744,7 @@ class TestRedisStore:
             import redis
             url, prefix, name = sys.argv[1:4]
             store = store_from_url(url, replay_ttl=60, key_prefix=prefix, client_name=name,
-                                   max_connections=4, max_blocking_reads=100)
+                                   max_connections=4)
             now = time.time()
             store.create(SessionInfo("s1", {"m": 1}, None, now, now + 60))
             assert store.claim("s1")
@@ -742,7 +754,7 @@ class TestRedisStore:
             with redis.Redis.from_url(url) as probe:
                 deadline = time.monotonic() + 10
                 while sum(c.get("name") == name and "b" in c["flags"]
-                          for c in probe.client_list()) < 50:
+                          for c in probe.client_list()) < 1:
                     assert time.monotonic() < deadline, "readers did not block"
                     gevent.sleep(0.005)
                 probe.connection_pool.disconnect()

@@ -23,9 +23,11 @@ terminal event is written, however many writers race. Scripts build a session's
 key names from the prefix, so this store targets a single Redis server (or a
 replicated primary), not Redis Cluster.
 
-Blocking reads (``XREAD BLOCK``) hold a connection for as long as they wait, so
-they use a pool of their own: a crowd of idle readers cannot starve the
-generations' appends and ticks of connections.
+Readers waiting for a session generated in another process do not each hold a
+connection in ``XREAD BLOCK``: one :class:`_Tail` per store blocks in a single
+``XREAD`` on every stream someone waits for, on a connection of its own, and
+wakes the waiters of the streams that grew. Connections to Redis are bounded by
+processes, not by open streams.
 
 Readers in the process that runs a session's generation do not go to Redis at
 all: every event this process appends is also kept in :class:`_LocalLogs`, and
@@ -138,6 +140,101 @@ class _LocalLogs:
         for session_id, log in list(self._logs.items()):
             if log.ended_at is not None and now - log.ended_at >= self.linger:
                 self._drop(session_id)
+
+
+class _Followed:
+    """A stream the tail follows: the newest event id seen, and who waits on it."""
+
+    __slots__ = ("changed", "failure", "idle_since", "latest", "waiters")
+
+    def __init__(self, latest: int, lock: threading.Lock) -> None:
+        self.latest = latest
+        self.waiters = 0
+        self.idle_since = 0.0
+        self.changed = threading.Condition(lock)
+        self.failure: Exception | None = None
+
+
+class _Tail:
+    """Waits for new events on many streams with one blocking ``XREAD``.
+
+    A poller thread (a greenlet under gevent) blocks in ``XREAD`` on every stream
+    that has a waiter, and wakes the waiters of the streams that grew. A stream
+    stays in the ``XREAD`` for ``linger`` seconds after its last waiter left, so a
+    reader coming back for the next event finds it followed already.
+
+    :param client: a Redis client on a pool of its own.
+    :param block: seconds one ``XREAD`` blocks: how long a stream new to the set
+        may wait to join it.
+    :param linger: seconds a stream stays followed without waiters.
+    """
+
+    def __init__(self, client: redis.Redis, *, block: float = 0.1, linger: float = 2.0) -> None:
+        self._client = client
+        self._block_ms = max(1, int(block * 1000))
+        self._linger = linger
+        self._lock = threading.Lock()
+        self._streams: dict[str, _Followed] = {}
+        self._poller: threading.Thread | None = None
+
+    def wait(self, stream_key: str, after: int, timeout: float) -> bool:
+        """Wait until ``stream_key`` has an event past ``after``.
+
+        :return: ``False`` when ``timeout`` passed first.
+        :raises StoreUnavailable: Redis failed meanwhile.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            followed = self._streams.get(stream_key)
+            if followed is None:
+                followed = self._streams[stream_key] = _Followed(after, self._lock)
+            followed.waiters += 1
+            if self._poller is None:
+                self._poller = threading.Thread(target=self._poll, daemon=True)
+                self._poller.start()
+            try:
+                while followed.latest <= after:
+                    if followed.failure is not None:
+                        raise StoreUnavailable() from followed.failure
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    followed.changed.wait(remaining)
+                return True
+            finally:
+                followed.waiters -= 1
+                followed.idle_since = time.monotonic()
+
+    def _poll(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                for key, followed in list(self._streams.items()):
+                    if not followed.waiters and now - followed.idle_since >= self._linger:
+                        del self._streams[key]
+                if not self._streams:
+                    self._poller = None
+                    return
+                cursors: dict[t.Any, t.Any] = {
+                    key: f"0-{followed.latest}" for key, followed in self._streams.items()
+                }
+            try:
+                response = self._client.xread(cursors, count=1, block=self._block_ms)
+            except (redis.RedisError, OSError) as exc:
+                with self._lock:  # every waiter hears of it; the next wait starts afresh
+                    for followed in self._streams.values():
+                        followed.failure = exc
+                        followed.changed.notify_all()
+                    self._streams.clear()
+                    self._poller = None
+                return
+            with self._lock:
+                for key, entries in _streams_of(response):
+                    grown = self._streams.get(key)
+                    if grown is not None and entries:
+                        newest = int(entries[-1][0].partition("-")[2])
+                        grown.latest = max(grown.latest, newest)
+                        grown.changed.notify_all()
 
 
 def _text(value: str) -> bytes:
@@ -341,6 +438,20 @@ def _gone(fields: t.Sequence[str | None], now: float, replay_ttl: float) -> bool
     return claimed is None and now >= float(expires_at)
 
 
+def _streams_of(response: t.Any) -> list[tuple[str, list[t.Any]]]:
+    """The ``(key, entries)`` of an ``XREAD`` reply on any number of streams
+    (RESP2 ``[[key, entries], …]`` or RESP3 ``{key: [entries]}``).
+    """
+    if not response:
+        return []
+    if isinstance(response, dict):
+        return [
+            (key, list(value[0]) if value and isinstance(value[0], list) else list(value))
+            for key, value in response.items()
+        ]
+    return [(key, list(entries)) for key, entries in response]
+
+
 def _stream_entries(response: t.Any) -> list[t.Any]:
     """The ``(id, fields)`` entries of an ``XREAD`` reply on one stream.
 
@@ -384,9 +495,6 @@ class RedisStore:
     :param socket_connect_timeout: seconds to wait for a connection.
     :param max_connections: connections for short commands; callers queue for
         one (up to ``socket_timeout``) when all are busy.
-    :param max_blocking_reads: reads waiting at once in ``XREAD BLOCK``, each on
-        its own connection; a read that finds none free within its timeout
-        returns ``[]``, like a timeout.
     :param client_name: ``CLIENT SETNAME`` for every connection, to tell this
         app's clients apart in ``CLIENT LIST``.
     """
@@ -409,7 +517,6 @@ class RedisStore:
         socket_timeout: float | None = 5.0,
         socket_connect_timeout: float | None = 2.0,
         max_connections: int = 256,
-        max_blocking_reads: int = 5000,
         client_name: str | None = None,
     ) -> None:
         self.replay_ttl = float(replay_ttl)
@@ -423,12 +530,6 @@ class RedisStore:
         # event never pushes the first events out.
         self.max_events = max_events + 16
         self.read_batch = read_batch
-        # A blocking read whose reply takes longer than socket_timeout would
-        # fail with a TimeoutError, so wait in slices with a margin. Redis
-        # checks block timeouts about every 100 ms (hz 10), so they overshoot.
-        self._block_slice: float | None = None
-        if socket_timeout:
-            self._block_slice = max(socket_timeout - 1.0, socket_timeout / 2)
         options: dict[str, t.Any] = {
             "decode_responses": True,
             # Replies decode as they were encoded by _text: any Python str
@@ -448,13 +549,11 @@ class RedisStore:
         self._pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=socket_timeout, **options
         )
-        self._blocking_pool = redis.ConnectionPool.from_url(
-            url, max_connections=max_blocking_reads, **options
-        )
+        # the tail's blocking XREAD holds its connection: give it a pool of its own
+        self._blocking_pool = redis.ConnectionPool.from_url(url, max_connections=2, **options)
         self._redis = redis.Redis(connection_pool=self._pool)
         self._blocking_redis = redis.Redis(connection_pool=self._blocking_pool)
-        # Patched by gevent in a gevent worker, so waiting for a slot yields.
-        self._blocking_slots = threading.BoundedSemaphore(max_blocking_reads)
+        self._tail = _Tail(self._blocking_redis)
         # Script objects run EVALSHA and reload the script after NOSCRIPT, so a
         # restarted (emptied) Redis needs nothing from us.
         register = self._redis.register_script
@@ -623,24 +722,12 @@ class RedisStore:
         events = self._events(response)
         if events or timeout <= 0:
             return events
-        if not self._blocking_slots.acquire(timeout=timeout):
-            return []
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return []
-                block = (
-                    remaining if self._block_slice is None else min(remaining, self._block_slice)
-                )
-                response = self._blocking_redis.xread(
-                    {stream_key: since}, count=self.read_batch, block=_ms(block)
-                )
-                events = self._events(response)
-                if events:
-                    return events
-        finally:
-            self._blocking_slots.release()
+        while self._tail.wait(stream_key, after, deadline - time.monotonic()):
+            response = self._redis.xread({stream_key: since}, count=self.read_batch)
+            events = self._events(response)
+            if events:
+                return events
+        return []
 
     @staticmethod
     def _events(response: t.Any) -> list[Event]:
