@@ -318,6 +318,15 @@ class TestStoreContract:
         assert store.read(session.id, 1, timeout=0.3) == []
         assert 0.25 <= time.monotonic() - started < 5
 
+    def test_read_past_the_end_waits_its_timeout(self, store: Store, clock: FakeClock) -> None:
+        # a reader with nothing left to get must not spin
+        session = claimed_session(store, clock)
+        store.append(session.id, "chunk", "{}")
+        store.append(session.id, "done", "{}")
+        started = time.monotonic()
+        assert store.read(session.id, 2, timeout=0.3) == []
+        assert 0.25 <= time.monotonic() - started < 5
+
     def test_read_wakes_promptly_on_append(self, backend: Backend, clock: FakeClock) -> None:
         writer = backend.store()
         session = claimed_session(writer, clock)

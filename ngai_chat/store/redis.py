@@ -124,8 +124,10 @@ class _LocalLogs:
                     return None
                 if len(log.events) > after:
                     return log.events[after:]
+                if log.ended_at is not None:
+                    return None  # nothing past the end here: wait the Redis way
                 remaining = deadline - time.monotonic()
-                if log.ended_at is not None or remaining <= 0:
+                if remaining <= 0:
                     return []
                 log.changed.wait(remaining)
 
