@@ -21,6 +21,7 @@ Who ends the log, and how (exactly one terminal event, the store guarantees it):
     DELETE, or abandoned by every reader         done {finishReason: "cancelled"}
     upstream refused / broke / went silent       error {code: upstream_*}
     more than NGAI_MAX_EVENTS events             error {code: too_long}
+    the server shuts down (SIGTERM) first        error {code: upstream_interrupted}
     the generating process died (Redis store)    error {code: upstream_interrupted},
                                                  written by a reader that saw it lapse
 """
@@ -71,7 +72,8 @@ Spawn = t.Callable[..., gevent.greenlet.Greenlet]
 
 
 class Stop(BaseException):
-    """Thrown into a generation greenlet to end it with ``done``/``cancelled``.
+    """Thrown into a generation greenlet to end it: ``done``/``cancelled``, or an
+    ``upstream_interrupted`` error when the reason is ``"shutdown"``.
 
     A ``BaseException`` so that no ``except Exception`` on the way swallows it.
     """
