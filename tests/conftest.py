@@ -8,6 +8,7 @@ import typing as t
 import pytest
 
 from ngai_chat import create_app
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.redis_server import redis_prefix  # noqa: F401 - fixtures
 from tests.support.redis_server import redis_server  # noqa: F401
 from tests.support.redis_server import redis_url  # noqa: F401
@@ -37,6 +38,13 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: t.Any) -> None:
             monkeypatch.delenv(name)
     monkeypatch.delenv("X_TITLE", raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def fake() -> t.Iterator[FakeUpstream]:
+    """A fake OpenAI-compatible upstream on 127.0.0.1, one per test module."""
+    with FakeUpstream() as server:
+        yield server
 
 
 @pytest.fixture

@@ -159,12 +159,6 @@ def test_openapi_paths_carry_the_mount_prefix(monkeypatch: pytest.MonkeyPatch) -
 # --- over real processes ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fake() -> t.Iterator[fu.FakeUpstream]:
-    with fu.FakeUpstream() as server:
-        yield server
-
-
 def boot_failure(env: dict[str, str], **kwargs: t.Any) -> str:
     app = LiveApp(env, **kwargs)
     try:

@@ -31,12 +31,6 @@ READ_TIMEOUT = 2.0
 
 
 @pytest.fixture(scope="module")
-def fake() -> t.Iterator[fu.FakeUpstream]:
-    with fu.FakeUpstream() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def app(fake: fu.FakeUpstream) -> t.Iterator[LiveApp]:
     env = {
         "OPENROUTER_API_KEY": API_KEY,

@@ -54,12 +54,6 @@ def node() -> str:
 
 
 @pytest.fixture(scope="module")
-def fake() -> t.Iterator[fu.FakeUpstream]:
-    with fu.FakeUpstream() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def app(fake: fu.FakeUpstream) -> t.Iterator[LiveApp]:
     env = {
         "OPENROUTER_API_KEY": "test-key",

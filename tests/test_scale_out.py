@@ -33,12 +33,6 @@ def redis() -> t.Iterator[RedisServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def fake() -> t.Iterator[fu.FakeUpstream]:
-    with fu.FakeUpstream() as server:
-        yield server
-
-
 def env_for(fake: fu.FakeUpstream, redis: RedisServer, prefix: str) -> dict[str, str]:
     return {
         "OPENROUTER_API_KEY": API_KEY,
