@@ -1,4 +1,4 @@
-"""Checks a request passes before it costs anything: tokens, model allowlist, rate."""
+"""What a request must pass before it costs anything: tokens, rate, model policy."""
 
 from __future__ import annotations
 
@@ -8,11 +8,21 @@ import math
 import re
 import typing as t
 
+from .config import DEMO_MODEL
+from .config import Settings
 from .errors import ModelNotAllowed
 from .errors import RateLimited
 from .errors import Unauthorized
+from .schema import ChatRequest
 
-__all__ = ["RateLimiter", "check_model_allowed", "check_token", "model_allowed", "parse_rate"]
+__all__ = [
+    "RateLimiter",
+    "check_model_allowed",
+    "check_token",
+    "model_allowed",
+    "parse_rate",
+    "upstream_body",
+]
 
 _WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
@@ -31,6 +41,26 @@ def check_model_allowed(model: str, allowlist: tuple[str, ...], field: str = "mo
             + ". GET /models lists them.",
             field=field,
         )
+
+
+def upstream_body(chat: ChatRequest, settings: Settings) -> dict[str, t.Any]:
+    """The body to send upstream for a valid request, with the server's policy
+    applied: the default model, the allowlist (fallback models included), the
+    system prompt, and the fallback models.
+
+    :raises ModelNotAllowed: a model outside ``NGAI_MODEL_ALLOWLIST``.
+    """
+    model = chat.model or (DEMO_MODEL if settings.demo else settings.default_model)
+    check_model_allowed(model, settings.model_allowlist)
+    for index, fallback in enumerate(chat.params.get("models", ())):
+        check_model_allowed(fallback, settings.model_allowlist, field=f"models[{index}]")
+    messages = chat.messages
+    if settings.system_prompt and not any(m["role"] == "system" for m in messages):
+        messages = [{"role": "system", "content": settings.system_prompt}, *messages]
+    body: dict[str, t.Any] = {"model": model, "messages": messages, **chat.params}
+    if settings.fallback_models and "models" not in body:
+        body["models"] = list(settings.fallback_models)
+    return body
 
 
 def check_token(authorization: str | None, tokens: tuple[str, ...]) -> str | None:

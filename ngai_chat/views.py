@@ -27,8 +27,8 @@ from . import errors
 from . import sse
 from .catalog import filter_models
 from .config import DEMO_MODEL
-from .guards import check_model_allowed
 from .guards import check_token
+from .guards import upstream_body
 from .openapi import openapi_document
 from .relay import Relay
 from .relay import ShuttingDown
@@ -171,17 +171,7 @@ def prepare() -> flask.Response:
             "Send the body as JSON with 'Content-Type: application/json'"
             + (f" (got '{request.mimetype}')." if request.mimetype else ".")
         )
-    chat = validate(parse_json(_read_body(settings.max_body_bytes)))
-    model = chat.model or (DEMO_MODEL if settings.demo else settings.default_model)
-    check_model_allowed(model, settings.model_allowlist)
-    for index, fallback in enumerate(chat.params.get("models", ())):
-        check_model_allowed(fallback, settings.model_allowlist, field=f"models[{index}]")
-    messages = chat.messages
-    if settings.system_prompt and not any(m["role"] == "system" for m in messages):
-        messages = [{"role": "system", "content": settings.system_prompt}, *messages]
-    body: dict[str, t.Any] = {"model": model, "messages": messages, **chat.params}
-    if settings.fallback_models and "models" not in body:
-        body["models"] = list(settings.fallback_models)
+    body = upstream_body(validate(parse_json(_read_body(settings.max_body_bytes))), settings)
     origin = request.headers.get("Origin")
     referer = settings.referer or (origin if origin and origin != "null" else None)
     if services.store.count_live() >= settings.max_sessions:
