@@ -79,6 +79,14 @@ def on_starting(server: t.Any) -> None:
             level="error",
         )
         sys.exit(1)
+    if settings.max_streams >= server.cfg.worker_connections:
+        emit(
+            f"NGAI_MAX_STREAMS={settings.max_streams} is not below gunicorn's worker "
+            f"connections ({server.cfg.worker_connections}): over-limit streams would queue "
+            "instead of getting a quick capacity_exceeded. Lower NGAI_MAX_STREAMS or raise "
+            "GUNICORN_WORKER_CONNECTIONS.",
+            level="warning",
+        )
     if settings.demo:
         server.log.warning(
             "ngai_chat: demo mode (NGAI_DEMO=1): the offline model 'ngai/demo' answers; "
