@@ -61,6 +61,23 @@ def test_rate_limit_per_client(make_app: t.Any, clock: t.Any) -> None:
     assert client.post("/prepare", json=HELLO).status_code == 200
 
 
+def test_rate_limit_sees_the_client_behind_a_trusted_proxy(make_app: t.Any) -> None:
+    client = make_app(NGAI_RATE_LIMIT="1/minute", NGAI_TRUSTED_PROXIES="1").test_client()
+
+    def post(forwarded_for: str) -> int:
+        headers = {"X-Forwarded-For": forwarded_for}
+        return client.post("/prepare", json=HELLO, headers=headers).status_code
+
+    assert [post("203.0.113.1"), post("203.0.113.2"), post("203.0.113.1")] == [200, 200, 429]
+    # without a trusted proxy the header is ignored: one client, the socket's address
+    untrusting = make_app(NGAI_RATE_LIMIT="1/minute").test_client()
+    statuses = [
+        untrusting.post("/prepare", json=HELLO, headers={"X-Forwarded-For": ip}).status_code
+        for ip in ("203.0.113.1", "203.0.113.2")
+    ]
+    assert statuses == [200, 429]
+
+
 def test_rate_limit_keys_on_token(make_app: t.Any) -> None:
     client = make_app(NGAI_RATE_LIMIT="1/hour", NGAI_API_TOKENS="a,b").test_client()
 
