@@ -9,6 +9,7 @@ expects, rather than failing in the middle of a request.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import typing as t
@@ -62,7 +63,8 @@ class Settings:
     max_events: int = 20_000
     cors_origins: tuple[str, ...] = ("*",)
     api_tokens: tuple[str, ...] = dataclasses.field(default=(), repr=False)
-    rate_limit: str = ""
+    #: ``(calls, window seconds)`` per client, or ``None`` for no limit
+    rate_limit: tuple[int, int] | None = None
     trusted_proxies: int = 0
     max_streams: int = 5_000
     log_format: str = "text"
@@ -77,32 +79,27 @@ class Settings:
 # --- parsers: each takes the raw string and returns the value or raises ValueError
 
 
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0 or value != value or value == float("inf"):
-        raise ValueError(raw)
-    return value
+_N = t.TypeVar("_N", int, float)
 
 
-def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(raw)
-    return value
+def _at_least(
+    cast: t.Callable[[str], _N], low: _N, *, above: bool = False
+) -> t.Callable[[str], _N]:
+    """A parser of finite numbers ``>= low`` (``> low`` with ``above``)."""
+
+    def parse(raw: str) -> _N:
+        value = cast(raw)
+        if not math.isfinite(value) or value < low or (above and value == low):
+            raise ValueError(raw)
+        return value
+
+    return parse
 
 
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError(raw)
-    return value
-
-
-def _non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError(raw)
-    return value
+_positive_float = _at_least(float, 0.0, above=True)
+_non_negative_float = _at_least(float, 0.0)
+_positive_int = _at_least(int, 0, above=True)
+_non_negative_int = _at_least(int, 0)
 
 
 def _port(raw: str) -> int:
@@ -148,12 +145,17 @@ def _log_format(raw: str) -> str:
 
 
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
+_WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
-def _rate(raw: str) -> str:
-    if raw.strip() and not _RATE_RE.match(raw.lower()):
+def _rate(raw: str) -> tuple[int, int] | None:
+    """``"20/minute"`` → ``(20, 60)``: calls allowed per window of seconds."""
+    if not raw.strip():
+        return None
+    match = _RATE_RE.match(raw.lower())
+    if not match:
         raise ValueError(raw)
-    return raw.strip()
+    return int(match.group(1)), _WINDOWS[match.group(2)]
 
 
 #: variable → (Settings field, parser, expected form shown in errors)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 import hmac
 import math
-import re
 import typing as t
 
 from .config import DEMO_MODEL
@@ -20,11 +19,8 @@ __all__ = [
     "check_model_allowed",
     "check_token",
     "model_allowed",
-    "parse_rate",
     "upstream_body",
 ]
-
-_WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 def model_allowed(model: str, allowlist: tuple[str, ...]) -> bool:
@@ -83,14 +79,6 @@ def check_token(authorization: str | None, tokens: tuple[str, ...]) -> str | Non
         if not authorization
         else "The bearer token is not valid for this server (NGAI_API_TOKENS)."
     )
-
-
-def parse_rate(rate: str) -> tuple[int, int] | None:
-    """``"20/minute"`` → ``(20, 60)``: calls allowed per window of seconds."""
-    match = re.match(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$", rate.lower())
-    if not match:
-        return None
-    return int(match.group(1)), _WINDOWS[match.group(2)]
 
 
 class RateLimiter:

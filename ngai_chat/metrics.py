@@ -82,12 +82,7 @@ class Metrics:
             le = "+Inf" if bound == float("inf") else _number(bound)
             samples.append((f'_bucket{{le="{le}"}}', cumulative))
         samples += [("_sum", self._first_chunk_sum), ("_count", self._first_chunk_count)]
-        kind, text = METRICS_HELP["ngai_upstream_first_chunk_seconds"]
-        lines.append(f"# HELP ngai_upstream_first_chunk_seconds {text}")
-        lines.append(f"# TYPE ngai_upstream_first_chunk_seconds {kind}")
-        lines.extend(
-            f"ngai_upstream_first_chunk_seconds{suffix} {_number(v)}" for suffix, v in samples
-        )
+        family("ngai_upstream_first_chunk_seconds", samples)  # suffixed samples
         return "\n".join(lines) + "\n"
 
 

@@ -28,7 +28,6 @@ Who ends the log, and how (exactly one terminal event, the store guarantees it):
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import typing as t
@@ -283,35 +282,39 @@ class Relay:
 
     def _generate(self, state: _Generation) -> None:
         session = state.session
-        terminal: tuple[str, str]
+        failure: errors.ApiError | None = None
+        finish_reason: str | None = "cancelled"  # unless the upstream finished
         try:
-            terminal = self._run(state)
+            self._run(state)
+            finish_reason = state.finish_reason
         except Stop as stop:
             log.info("session %s: generation stopped (%s)", session.id, stop.reason)
             if stop.reason == "shutdown":
                 failure = errors.UpstreamInterrupted(
                     "The server restarted before the answer was finished. Send the message again."
                 )
-                terminal = ("error", error_data(failure))
-            else:
-                terminal = ("done", done_data("cancelled", state.model, state.usage))
         except errors.UpstreamError as exc:
             if state.finish_reason is not None and isinstance(
                 exc, errors.UpstreamInterrupted | errors.UpstreamTimeout
             ):
-                terminal = self._done(state)
+                finish_reason = state.finish_reason  # finished, then broke: still done
             else:
                 log.info("session %s: upstream failed: %s", session.id, exc.code)
-                terminal = ("error", error_data(exc))
+                failure = exc
         except errors.ApiError as exc:
-            terminal = ("error", error_data(exc))
+            failure = exc
         except Exception:
             log.exception("session %s: generation failed", session.id)
-            terminal = ("error", error_data(errors.InternalError()))
+            failure = errors.InternalError()
         finally:
             state.stoppable = False
         if state.writer is not None:
             state.writer.join()  # every chunk before the terminal event
+        if failure is not None:
+            terminal, outcome = ("error", error_data(failure)), failure.code
+        else:
+            terminal = ("done", done_data(finish_reason, state.model, state.usage))
+            outcome = "cancelled" if finish_reason == "cancelled" else "done"
         try:
             self.store.append(session.id, *terminal)
         except errors.StoreUnavailable:
@@ -319,10 +322,14 @@ class Relay:
         finally:
             self.running.pop(session.id, None)
         self.metrics.events[terminal[0]] += 1
-        self.metrics.generations[_outcome(*terminal)] += 1
+        self.metrics.generations[outcome] += 1
 
-    def _run(self, state: _Generation) -> tuple[str, str]:
-        """Relay the upstream's chunks into the log; returns the terminal event."""
+    def _run(self, state: _Generation) -> None:
+        """Relay the upstream's chunks into the log, until the upstream finished.
+
+        :raises UpstreamInterrupted: the stream ended without a finish reason
+            (or ``[DONE]``).
+        """
         session = state.session
         state.started_at = self.clock()
         stream = self.upstream.stream_chat(session.request, referer=session.referer)
@@ -340,7 +347,6 @@ class Relay:
             raise errors.UpstreamInterrupted(
                 "The model provider closed the stream before finishing the answer."
             )
-        return self._done(state)
 
     def _next(self, chunks: t.Iterator[Chunk], state: _Generation) -> Chunk | type[_END]:
         """The next chunk; once the finish reason came, wait only a short grace
@@ -410,9 +416,6 @@ class Relay:
             state.outbox.clear()
         finally:
             state.writer = None
-
-    def _done(self, state: _Generation) -> tuple[str, str]:
-        return ("done", done_data(state.finish_reason, state.model, state.usage))
 
     def _watch(self) -> None:
         """Tick every running generation until none is left."""
@@ -502,11 +505,3 @@ class Relay:
             self.store.append(session_id, "error", error_data(failure))
             return False
         return True
-
-
-def _outcome(name: str, data: str) -> str:
-    """How a generation ended, for metrics: ``done``, ``cancelled`` or an error code."""
-    value = json.loads(data)
-    if name == "done":
-        return "cancelled" if value.get("finishReason") == "cancelled" else "done"
-    return str(value.get("code", "error"))

@@ -20,7 +20,6 @@ from .config import DEMO_MODEL
 from .config import Settings
 from .config import load_settings
 from .guards import RateLimiter
-from .guards import parse_rate
 from .log import configure_logging
 from .metrics import Metrics
 from .relay import Relay
@@ -91,7 +90,6 @@ def init_app(
     if upstream is None:
         upstream = _default_upstream(settings)
     metrics = Metrics()
-    rate = parse_rate(settings.rate_limit) if settings.rate_limit else None
     services = Services(
         settings=settings,
         store=store,
@@ -107,7 +105,9 @@ def init_app(
         sweeper=Sweeper(store, settings.sweep_interval, clock=clock),
         models=ModelsCache(upstream, settings.models_cache_ttl),
         metrics=metrics,
-        rate_limiter=None if rate is None else RateLimiter(*rate, store.hit),
+        rate_limiter=(
+            None if settings.rate_limit is None else RateLimiter(*settings.rate_limit, store.hit)
+        ),
         clock=clock,
     )
     app.extensions[EXTENSION] = services
