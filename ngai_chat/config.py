@@ -61,6 +61,10 @@ class Settings:
     max_body_bytes: int = 2_097_152
     max_sessions: int = 10_000
     max_events: int = 20_000
+    max_log_bytes: int = 16_777_216
+    max_event_bytes: int = 1_048_576
+    max_sessions_per_client: int = 100
+    client_timeout: float = 30.0
     cors_origins: tuple[str, ...] = ("*",)
     api_tokens: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     #: ``(calls, window seconds)`` per client, or ``None`` for no limit
@@ -194,6 +198,14 @@ VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
     "NGAI_MAX_BODY_BYTES": ("max_body_bytes", _positive_int, "a whole number of bytes > 0"),
     "NGAI_MAX_SESSIONS": ("max_sessions", _positive_int, "a whole number > 0"),
     "NGAI_MAX_EVENTS": ("max_events", _positive_int, "a whole number > 1"),
+    "NGAI_MAX_LOG_BYTES": ("max_log_bytes", _positive_int, "a whole number of bytes > 0"),
+    "NGAI_MAX_EVENT_BYTES": ("max_event_bytes", _positive_int, "a whole number of bytes > 0"),
+    "NGAI_MAX_SESSIONS_PER_CLIENT": (
+        "max_sessions_per_client",
+        _non_negative_int,
+        "a whole number >= 0 (0: no per-client cap)",
+    ),
+    "NGAI_CLIENT_TIMEOUT": ("client_timeout", _positive_float, "a number of seconds > 0"),
     "NGAI_CORS_ORIGINS": ("cors_origins", _csv, "* or a comma-separated list of origins"),
     "NGAI_API_TOKENS": ("api_tokens", _csv, "a comma-separated list of tokens"),
     "NGAI_RATE_LIMIT": ("rate_limit", _rate, "N/second, N/minute, N/hour or N/day"),

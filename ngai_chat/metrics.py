@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import bisect
 import collections
+import dataclasses
 import typing as t
 
-__all__ = ["METRICS_HELP", "Metrics"]
+__all__ = ["METRICS_HELP", "Finished", "Metrics"]
 
 #: name → (type, help); the README lists the same
 METRICS_HELP: dict[str, tuple[str, str]] = {
@@ -39,8 +40,28 @@ METRICS_HELP: dict[str, tuple[str, str]] = {
 _BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class Finished:
+    """What the relay reports when a generation has ended its log."""
+
+    #: ``done``, ``cancelled``, or the terminal error's code
+    outcome: str
+    #: the model that answered, as the upstream reported it (else the requested one)
+    model: str | None
+    #: the usage object the upstream sent (``prompt_tokens``, ``cost``, …), or ``None``
+    usage: t.Any
+    #: chunk events appended to the log
+    chunks: int
+    #: who made the session (:attr:`~ngai_chat.store.SessionInfo.client`)
+    client: str
+
+
 class Metrics:
-    """The counters of one app in one process."""
+    """The counters of one app in one process.
+
+    The relay and the views report through the methods below and nothing else,
+    so that how they are kept can change without touching the hot path.
+    """
 
     def __init__(self) -> None:
         self.sessions_created = 0
@@ -51,6 +72,26 @@ class Metrics:
         self._first_chunk_buckets = [0] * (len(_BUCKETS) + 1)
         self._first_chunk_sum = 0.0
         self._first_chunk_count = 0
+
+    def session_created(self) -> None:
+        self.sessions_created += 1
+
+    def request_rejected(self, code: str) -> None:
+        self.rejected[code] += 1
+
+    def stream_opened(self) -> None:
+        self.streams_total += 1
+
+    def stream_closed(self) -> None:
+        """A ``GET /stream`` response closed (its gauge is the relay's count)."""
+
+    def generation_finished(self, finished: Finished) -> None:
+        self.events["chunk"] += finished.chunks
+        self.events["error" if finished.outcome not in ("done", "cancelled") else "done"] += 1
+        self.generations[finished.outcome] += 1
+
+    def observe_relay_delay(self, seconds: float) -> None:
+        """Seconds from an upstream chunk's arrival to its write to a reader."""
 
     def observe_first_chunk(self, seconds: float) -> None:
         self._first_chunk_buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1

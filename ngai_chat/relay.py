@@ -37,6 +37,7 @@ import gevent
 import gevent.greenlet
 
 from . import errors
+from .metrics import Finished
 from .metrics import Metrics
 from .sse import json_data as _json
 from .store import Event
@@ -321,8 +322,15 @@ class Relay:
             log.warning("session %s: could not store the terminal event", session.id)
         finally:
             self.running.pop(session.id, None)
-        self.metrics.events[terminal[0]] += 1
-        self.metrics.generations[outcome] += 1
+        self.metrics.generation_finished(
+            Finished(
+                outcome=outcome,
+                model=state.model,
+                usage=state.usage,
+                chunks=state.events,
+                client=session.client,
+            )
+        )
 
     def _run(self, state: _Generation) -> None:
         """Relay the upstream's chunks into the log, until the upstream finished.
@@ -389,7 +397,6 @@ class Relay:
         if not state.events:
             self.metrics.observe_first_chunk(self.clock() - state.started_at)
         state.events += 1
-        self.metrics.events["chunk"] += 1
 
     def _write(self, state: _Generation, data: str) -> None:
         """Queue a chunk event for the store, without waiting for it.

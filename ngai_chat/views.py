@@ -94,7 +94,7 @@ def error_response(error: errors.ApiError) -> flask.Response:
     """The JSON response for an error (SPEC §4)."""
     services = current_app.extensions.get(EXTENSION)
     if services is not None:
-        services.metrics.rejected[error.code] += 1
+        services.metrics.request_rejected(error.code)
     response = flask.jsonify(error.to_body())
     response.status_code = error.status
     if error.retry_after is not None:
@@ -189,7 +189,7 @@ def prepare() -> flask.Response:
         expires_at=now + settings.session_ttl,
     )
     services.store.create(session)
-    services.metrics.sessions_created += 1
+    services.metrics.session_created()
     return flask.jsonify(
         sessionId=session.id,
         streamUrl=flask.url_for(".stream", session_id=session.id),
@@ -254,11 +254,12 @@ def stream(session_id: str) -> flask.Response:
     if not session.claimed:
         relay.start(session)
     relay.open_streams += 1
-    services.metrics.streams_total += 1
+    services.metrics.stream_opened()
     response = _event_stream(_frames(relay, session_id, last_id or 0, reader_id))
 
     def closed() -> None:
         relay.open_streams -= 1
+        services.metrics.stream_closed()
         with contextlib.suppress(errors.StoreUnavailable):
             services.store.detach(session_id, reader_id)
 
@@ -278,7 +279,7 @@ def _refuse_stream(last_id: int, limit: int) -> flask.Response:
     session's log, carrying the client's own last event id so that its reconnect
     resumes exactly where it was.
     """
-    get_services().metrics.rejected["capacity_exceeded"] += 1
+    get_services().metrics.request_rejected("capacity_exceeded")
     refusal = errors.CapacityExceeded(
         f"This server has its maximum of {limit} open streams (NGAI_MAX_STREAMS); "
         f"reconnect in {CAPACITY_RETRY_AFTER} s.",

@@ -84,6 +84,9 @@ class SessionInfo:
     terminal_id: int | None = None
     #: ``DELETE`` was called
     cancelled: bool = False
+    #: who made it (a bearer token's digest, else the client's address): what
+    #: per-client limits and budgets count by; ``""`` when unknown
+    client: str = ""
 
     @property
     def finished(self) -> bool:

@@ -602,6 +602,8 @@ class RedisStore:
         }
         if session.referer is not None:
             fields["referer"] = _text(session.referer)
+        if session.client:
+            fields["client"] = _text(session.client)
         if session.claimed:
             fields["claimed"] = "1"
         if session.cancelled:
@@ -638,6 +640,7 @@ class RedisStore:
             claimed="claimed" in h,
             terminal_id=None if terminal_id is None else int(terminal_id),
             cancelled="cancelled" in h,
+            client=h.get("client", ""),
         )
 
     @_wrap_errors
