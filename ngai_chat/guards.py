@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import hmac
 import math
 import typing as t
@@ -18,6 +19,7 @@ __all__ = [
     "RateLimiter",
     "check_model_allowed",
     "check_token",
+    "client_key",
     "model_allowed",
     "upstream_body",
 ]
@@ -57,6 +59,16 @@ def upstream_body(chat: ChatRequest, settings: Settings) -> dict[str, t.Any]:
     if settings.fallback_models and "models" not in body:
         body["models"] = list(settings.fallback_models)
     return body
+
+
+def client_key(token: str | None, remote_addr: str | None) -> str:
+    """Who a request comes from, for per-client limits and budgets: its bearer
+    token when tokens are required (a digest, so that no token is stored), else
+    the client's address (as ``ProxyFix`` sees it behind trusted proxies).
+    """
+    if token:
+        return "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    return "ip:" + (remote_addr or "unknown")
 
 
 def check_token(authorization: str | None, tokens: tuple[str, ...]) -> str | None:

@@ -28,6 +28,7 @@ from . import sse
 from .catalog import filter_models
 from .config import DEMO_MODEL
 from .guards import check_token
+from .guards import client_key
 from .guards import upstream_body
 from .openapi import openapi_document
 from .relay import Relay
@@ -164,8 +165,9 @@ def prepare() -> flask.Response:
         raise errors.CapacityExceeded(
             "This server is restarting; send the request again.", retry_after=1
         )
+    client = client_key(token, request.remote_addr)
     if services.rate_limiter is not None:
-        services.rate_limiter.hit(token or request.remote_addr or "unknown")
+        services.rate_limiter.hit(client)
     if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
         raise errors.UnsupportedMediaType(
             "Send the body as JSON with 'Content-Type: application/json'"
@@ -187,6 +189,7 @@ def prepare() -> flask.Response:
         referer=referer,
         created_at=now,
         expires_at=now + settings.session_ttl,
+        client=client,
     )
     services.store.create(session)
     services.metrics.session_created()
