@@ -11,6 +11,8 @@ import json
 import re
 import typing as t
 
+import orjson
+
 __all__ = ["comment", "event", "json_data", "retry"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -26,6 +28,10 @@ def json_data(value: t.Any) -> str:
     cannot carry, makes the whole value use ``\\u`` escapes (as the upstream
     sent it).
     """
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # a lone surrogate, or an integer wider than 64 bits
+        pass
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     if _SURROGATE.search(text):
         return json.dumps(value, separators=(",", ":"))

@@ -96,6 +96,9 @@ def test_recorded_tool_call_with_empty_choices_usage(app: LiveApp) -> None:
         "finishReason": "tool_calls",
         "model": "anthropic/claude-4.5-haiku-20251001",
         "usage": {"prompt_tokens": 25105, "completion_tokens": 55, "total_tokens": 25160},
+        "generationId": "gen-1772969079-EhEx5DeV7JqM43lpl47Y",
+        "citations": [],
+        "reasoningDetails": [],
     }
 
 
