@@ -44,17 +44,19 @@ def event(data: str, *, name: str | None = None, id: int | str | None = None) ->
     :param data: the payload; may contain line breaks.
     :param name: the ``event:`` field (``message`` when omitted).
     :param id: the ``id:`` field, stored by the browser as ``Last-Event-ID``.
+
+    A lone surrogate, which UTF-8 cannot carry, goes out as its ``\\u`` escape
+    (in JSON data, the escape the upstream sent).
     """
-    head = ""
-    if id is not None:
-        head += f"id: {_one_line(str(id))}\n"
-    if name is not None:
-        head += f"event: {_one_line(name)}\n"
     if "\n" in data or "\r" in data:
         body = "\n".join(f"data: {line}" for line in _LINE_BREAK.split(data))
     else:  # the usual case: one line of JSON
         body = f"data: {data}"
-    return f"{head}{body}\n\n".encode()
+    if name is not None:
+        body = f"event: {_one_line(name)}\n{body}"
+    if id is not None:
+        body = f"id: {_one_line(str(id))}\n{body}"
+    return f"{body}\n\n".encode("utf-8", "backslashreplace")
 
 
 def comment(text: str = "") -> bytes:
