@@ -70,21 +70,20 @@ class EventSplitter:
     def __init__(self, max_event_bytes: int = 1_048_576) -> None:
         self.max_event_bytes = max_event_bytes
         self._buffer = bytearray()
-        #: a CR that ended the last block: a line break, unless an LF follows
-        self._held_cr = False
+        #: the last block ended with a CR: an LF starting the next one is its CRLF's
+        self._skip_lf = False
 
     def feed(self, block: bytes) -> list[bytes]:
         """The data of every event that ``block`` completes, in order.
 
         :raises EventTooLarge: an event grew past ``max_event_bytes``.
         """
-        if self._held_cr:
-            self._held_cr = False
-            block = b"\r" + block
+        if self._skip_lf:
+            self._skip_lf = False
+            if block.startswith(b"\n"):
+                block = block[1:]
         if b"\r" in block:
-            if block.endswith(b"\r"):  # maybe half of a CRLF
-                self._held_cr = True
-                block = block[:-1]
+            self._skip_lf = block.endswith(b"\r")
             block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer
         start = max(0, len(buffer) - 1)  # a blank line may straddle the blocks
@@ -98,6 +97,17 @@ class EventSplitter:
         del buffer[: end + 2]
         if len(buffer) > self.max_event_bytes:
             self._too_large()
+        return self._events(complete)
+
+    def finish(self) -> list[bytes]:
+        """At the end of the body: the data of an event whose lines all ended but
+        whose blank line never came (``data: [DONE]\\n``, then EOF), as lenient
+        clients such as sseclient-py read it.
+        """
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        return self._events(rest) if rest.endswith(b"\n") else []
+
+    def _events(self, complete: bytes) -> list[bytes]:
         found: list[bytes] = []
         for raw in complete.split(b"\n\n"):
             if len(raw) > self.max_event_bytes:

@@ -24,7 +24,7 @@ __all__ = ["MemoryStore"]
 
 #: events one read returns at most: a reader far behind takes its backlog in
 #: pieces (each a list of references to the shared log, never copies)
-READ_BATCH = 1000
+READ_BATCH = 256
 
 
 #: one event of a log kept in memory: ``(name, data, frame)``. A plain tuple of

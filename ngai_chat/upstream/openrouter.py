@@ -143,18 +143,23 @@ class _Stream:
             yield data
 
     def __iter__(self) -> t.Iterator[Chunk]:
-        split = self._splitter.feed
-        secret = self._secret
+        splitter, secret = self._splitter, self._secret
         try:
             blocks = self._blocks()
             for block in blocks:
-                for data in split(block):
+                for data in splitter.feed(block):
                     if data == b"[DONE]":
                         self._drain(blocks)
                         return
                     chunk = parse_chunk(data, secret)
                     if chunk is not None:
                         yield chunk
+            for data in splitter.finish():
+                if data == b"[DONE]":
+                    return
+                chunk = parse_chunk(data, secret)
+                if chunk is not None:
+                    yield chunk
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
             raise errors.UpstreamTimeout(
                 "The model provider went silent longer than the read timeout "
