@@ -23,9 +23,10 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
-from selenium.webdriver.support.ui import WebDriverWait
 
 from ngai_chat.upstream.demo import demo_reply
+from tests.browser.pages import serve
+from tests.browser.pages import wait
 from tests.support import fake_upstream as fu
 from tests.support.live import ROOT
 from tests.support.live import LiveApp
@@ -127,27 +128,13 @@ def _settings(fake: fu.FakeUpstream, **extra: str) -> dict[str, str]:
     }
 
 
-@contextlib.contextmanager
-def _serve(driver: t.Any, env: dict[str, str], **kwargs: t.Any) -> t.Iterator[LiveApp]:
-    with LiveApp(env, **kwargs) as app:
-        try:
-            yield app
-        finally:
-            # Close the page's EventSources before gunicorn's graceful shutdown.
-            driver.get("about:blank")
-
-
 @pytest.fixture(scope="module")
 def app(driver: t.Any, fake: fu.FakeUpstream) -> t.Iterator[LiveApp]:
-    with _serve(driver, _settings(fake)) as live:
+    with serve(driver, _settings(fake)) as live:
         yield live
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def wait(driver: t.Any, timeout: float = 10.0) -> WebDriverWait:
-    return WebDriverWait(driver, timeout, poll_frequency=0.05)
 
 
 def last_reply(driver: t.Any) -> dict[str, t.Any]:
@@ -242,7 +229,7 @@ class DroppingProxy:
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
-    def _serve(self, client: socket.socket) -> None:
+    def serve(self, client: socket.socket) -> None:
         self._up.wait()
         try:
             server = socket.create_connection(("127.0.0.1", self.target_port))
@@ -433,7 +420,7 @@ def test_keyboard_escape_stops_and_new_chat_forgets_the_conversation(
 
 
 def test_page_works_under_a_prefix(driver: t.Any, fake: fu.FakeUpstream) -> None:
-    with _serve(driver, _settings(fake), app_spec="tests.support.hostapp:app") as host:
+    with serve(driver, _settings(fake), app_spec="tests.support.hostapp:app") as host:
         open_page(driver, host.url("/api/chat/"), FAST)
         api_base = driver.find_element(By.CSS_SELECTOR, "meta[name=ngai-api-base]")
         assert api_base.get_attribute("content") == "/api/chat"
@@ -450,7 +437,7 @@ def test_page_works_under_a_prefix(driver: t.Any, fake: fu.FakeUpstream) -> None
 
 
 def test_demo_mode_chats_without_a_key(driver: t.Any) -> None:
-    with _serve(driver, {"NGAI_DEMO": "1", "GUNICORN_GRACEFUL_TIMEOUT": "3"}) as demo:
+    with serve(driver, {"NGAI_DEMO": "1", "GUNICORN_GRACEFUL_TIMEOUT": "3"}) as demo:
         open_page(driver, demo.url("/"))
         assert "Demo" in driver.find_element(By.ID, "mode").text
         picker = Select(driver.find_element(By.ID, "model"))
@@ -465,7 +452,7 @@ def test_model_list_failure_falls_back_and_upstream_down_is_explained(driver: t.
     nowhere = f"http://127.0.0.1:{free_port()}/api/v1"
     env = {"OPENROUTER_BASE_URL": nowhere, "OPENROUTER_API_KEY": "test-key"}
     env["GUNICORN_GRACEFUL_TIMEOUT"] = "3"
-    with _serve(driver, env) as down:
+    with serve(driver, env) as down:
         open_page(driver, down.url("/"))
         status = driver.find_element(By.ID, "status").text
         assert status.startswith("Could not load the model list")
