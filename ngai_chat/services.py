@@ -100,6 +100,7 @@ def init_app(
             heartbeat=settings.heartbeat_interval,
             abandon_timeout=settings.abandon_timeout,
             max_events=settings.max_events,
+            max_log_bytes=settings.max_log_bytes,
             metrics=metrics,
         ),
         sweeper=Sweeper(store, settings.sweep_interval, clock=clock),
@@ -136,4 +137,5 @@ def _default_upstream(settings: Settings) -> Upstream:
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
         pool_size=min(settings.max_streams, 1000),
+        max_event_bytes=settings.max_event_bytes,
     )

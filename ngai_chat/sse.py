@@ -11,6 +11,8 @@ import json
 import re
 import typing as t
 
+import orjson
+
 __all__ = ["comment", "event", "json_data", "retry"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -26,6 +28,10 @@ def json_data(value: t.Any) -> str:
     cannot carry, makes the whole value use ``\\u`` escapes (as the upstream
     sent it).
     """
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # a lone surrogate, or an integer wider than 64 bits
+        pass
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     if _SURROGATE.search(text):
         return json.dumps(value, separators=(",", ":"))
@@ -38,17 +44,19 @@ def event(data: str, *, name: str | None = None, id: int | str | None = None) ->
     :param data: the payload; may contain line breaks.
     :param name: the ``event:`` field (``message`` when omitted).
     :param id: the ``id:`` field, stored by the browser as ``Last-Event-ID``.
+
+    A lone surrogate, which UTF-8 cannot carry, goes out as its ``\\u`` escape
+    (in JSON data, the escape the upstream sent).
     """
-    head = ""
-    if id is not None:
-        head += f"id: {_one_line(str(id))}\n"
-    if name is not None:
-        head += f"event: {_one_line(name)}\n"
     if "\n" in data or "\r" in data:
         body = "\n".join(f"data: {line}" for line in _LINE_BREAK.split(data))
     else:  # the usual case: one line of JSON
         body = f"data: {data}"
-    return f"{head}{body}\n\n".encode()
+    if name is not None:
+        body = f"event: {_one_line(name)}\n{body}"
+    if id is not None:
+        body = f"id: {_one_line(str(id))}\n{body}"
+    return f"{body}\n\n".encode("utf-8", "backslashreplace")
 
 
 def comment(text: str = "") -> bytes:

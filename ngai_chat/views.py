@@ -7,7 +7,6 @@ first with test doubles).
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import re
@@ -26,14 +25,14 @@ from . import __version__
 from . import errors
 from . import sse
 from .catalog import filter_models
+from .chunks import error_data
 from .config import DEMO_MODEL
 from .guards import check_token
 from .guards import client_key
 from .guards import upstream_body
 from .openapi import openapi_document
-from .relay import Relay
+from .relay import Reader
 from .relay import ShuttingDown
-from .relay import error_data
 from .schema import parse_json
 from .schema import validate
 from .services import EXTENSION
@@ -50,6 +49,8 @@ RETRY_MS = 3000
 #: seconds a client is told to wait when the server is full
 CAPACITY_RETRY_AFTER = 5
 HEARTBEAT = sse.comment("keep-alive")
+#: bytes of frames written at once: bounds what a slow reader holds
+SLICE_BYTES = 65536
 SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",
@@ -252,21 +253,9 @@ def stream(session_id: str) -> flask.Response:
         return _event_stream(iter([_preamble(), not_found]))
     if session.terminal_id is not None and last_id is not None and last_id >= session.terminal_id:
         return _no_content()
-    reader_id = uuid.uuid4().hex
-    services.store.attach(session_id, reader_id)
-    if not session.claimed:
-        relay.start(session)
-    relay.open_streams += 1
-    services.metrics.stream_opened()
-    response = _event_stream(_frames(relay, session_id, last_id or 0, reader_id))
-
-    def closed() -> None:
-        relay.open_streams -= 1
-        services.metrics.stream_closed()
-        with contextlib.suppress(errors.StoreUnavailable):
-            services.store.detach(session_id, reader_id)
-
-    response.call_on_close(closed)
+    reader = relay.open(session, last_id or 0)
+    response = _event_stream(_frames(reader))
+    response.call_on_close(reader.close)
     return response
 
 
@@ -302,21 +291,33 @@ def _event_stream(frames: t.Iterator[bytes]) -> flask.Response:
     )
 
 
-def _frames(relay: Relay, session_id: str, after: int, reader_id: str) -> t.Iterator[bytes]:
-    """The bytes of one stream. Plain values only: no request context in here."""
+def _frames(reader: Reader) -> t.Iterator[bytes]:
+    """The bytes of one stream, in writes of at most about :data:`SLICE_BYTES`:
+    a reader far behind (a long log replayed) holds one slice at a time, never a
+    copy of its whole backlog. Plain values only: no request context in here.
+    """
     yield _preamble()
     try:
-        for batch in relay.follow(session_id, after, reader_id):
+        for batch in reader:
             if batch is None:
                 yield HEARTBEAT
                 continue
-            yield b"".join(event.frame for event in batch)
-            after = batch[-1].id
+            pending: list[bytes] = []
+            size = 0
+            for event in batch:
+                frame = event.frame
+                pending.append(frame)
+                size += len(frame)
+                if size >= SLICE_BYTES:
+                    yield b"".join(pending)
+                    pending, size = [], 0
+            if pending:
+                yield b"".join(pending) if len(pending) > 1 else pending[0]
     except errors.SessionNotFound as exc:
         # the session is gone for good: a reconnect with this id gets 204
-        yield sse.event(error_data(exc), name="error", id=after + 1)
+        yield sse.event(error_data(exc), name="error", id=reader.after + 1)
     except errors.StoreUnavailable as exc:
-        yield _out_of_log_error(exc, after)
+        yield _out_of_log_error(exc, reader.after)
     except ShuttingDown as stop:
         failure = errors.UpstreamInterrupted(
             "This server is restarting; reconnect to receive the rest of the answer."

@@ -6,10 +6,13 @@ each test scripts its own model name on the shared fake upstream.
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 import typing as t
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -18,6 +21,7 @@ from tests.conftest import API_KEY
 from tests.support import fake_upstream as fu
 from tests.support.live import LiveApp
 from tests.support.live import free_port
+from tests.support.live import wait_until
 from tests.support.sse_parse import Frame
 from tests.support.sse_parse import StreamReader
 from tests.support.sse_parse import events
@@ -96,6 +100,9 @@ def test_recorded_tool_call_with_empty_choices_usage(app: LiveApp) -> None:
         "finishReason": "tool_calls",
         "model": "anthropic/claude-4.5-haiku-20251001",
         "usage": {"prompt_tokens": 25105, "completion_tokens": 55, "total_tokens": 25160},
+        "generationId": "gen-1772969079-EhEx5DeV7JqM43lpl47Y",
+        "citations": [],
+        "reasoningDetails": [],
     }
 
 
@@ -375,3 +382,211 @@ def test_demo_mode_over_http() -> None:
         assert "Tell me a joke" in texts(frames)
         assert 8 <= words / elapsed <= 40  # about 20 words a second
         assert "Demo mode" in live.log_text() or "demo mode" in live.log_text()
+
+
+# --- reasoning, citations, cost (issue 10) ---------------------------------------------
+
+
+def _thinking_answer(fake: fu.FakeUpstream) -> tuple[str, str, str]:
+    """A model that reasons, then answers citing a source twice, then reports usage."""
+    gen = fu.new_generation_id()
+
+    def step(delta: dict[str, t.Any], **extra: t.Any) -> fu.Chunk:
+        value = fu.make_chunk("", gen_id=gen)
+        value["choices"][0]["delta"] = {"role": "assistant", "content": "", **delta}
+        value.update(extra)
+        return fu.Chunk(value)
+
+    cite = {
+        "type": "url_citation",
+        "url_citation": {"url": "https://src.example/a", "title": "Source A", "content": "x"},
+    }
+    thoughts = ["Let me ", "think ", "about it."]
+    answer = ["The answer ", "is 42", "."]
+    steps: list[t.Any] = [
+        *(
+            step(
+                {
+                    "reasoning": r,
+                    "reasoning_details": [{"type": "reasoning.text", "index": 0, "text": r}],
+                }
+            )
+            for r in thoughts
+        ),
+        fu.Pause(0.05),
+        *(step({"content": a}) for a in answer[:2]),
+        step({"content": answer[2], "annotations": [cite]}),
+        step({"annotations": [cite]}),
+        fu.Chunk(fu.make_chunk("", finish_reason="stop", gen_id=gen)),
+        fu.Chunk(
+            fu.usage_chunk(
+                {
+                    "prompt_tokens": 10,
+                    "completion_tokens": 20,
+                    "total_tokens": 30,
+                    "cost": 0.00042,
+                    "completion_tokens_details": {"reasoning_tokens": 7},
+                },
+                gen_id=gen,
+            )
+        ),
+        fu.Done(),
+    ]
+    return scripted(fake, steps), "".join(thoughts), "".join(answer)
+
+
+def _check_done(done: dict[str, t.Any], thoughts: str) -> None:
+    assert done["finishReason"] == "stop"
+    assert done["generationId"].startswith("gen-fake-")
+    assert done["citations"] == [
+        {"url": "https://src.example/a", "title": "Source A", "content": "x"}
+    ]
+    assert done["usage"]["cost"] == 0.00042 and done["usage"]["total_tokens"] == 30
+    assert done["reasoningDetails"] == [{"type": "reasoning.text", "index": 0, "text": thoughts}]
+
+
+def test_reasoning_citations_and_cost_are_relayed(app: LiveApp, fake: fu.FakeUpstream) -> None:
+    model, thoughts, answer = _thinking_answer(fake)
+    evs = events(read_stream(app, prepare(app, model)))
+    chunks = [e.json for e in evs if e.name == "chunk"]
+    assert "".join(c["reasoning"] for c in chunks) == thoughts
+    assert "".join(c["content"] for c in chunks) == answer
+    first_answer = next(i for i, c in enumerate(chunks) if c["content"])
+    assert all(c["reasoning"] for c in chunks[1:first_answer])  # thinking came first
+    assert chunks[-1]["choices"] == [] and chunks[-1]["reasoning"] == ""
+    assert evs[-1].name == "done"
+    _check_done(evs[-1].json, thoughts)
+
+
+def test_resume_in_the_middle_of_reasoning(app: LiveApp, fake: fu.FakeUpstream) -> None:
+    model, thoughts, answer = _thinking_answer(fake)
+    sid = prepare(app, model)
+    with StreamReader(app.url(f"/stream/{sid}")) as first:
+        seen = [first.until(lambda f: f.name == "chunk") for _ in range(2)]
+    with StreamReader(app.url(f"/stream/{sid}"), headers={"Last-Event-ID": seen[-1].id}) as again:
+        rest = [f for f in again.read_all() if f.name]
+    frames = seen + rest
+    assert [int(f.id) for f in frames] == list(range(1, len(frames) + 1))
+    chunks = [f.json for f in frames if f.name == "chunk"]
+    assert "".join(c["reasoning"] for c in chunks) == thoughts
+    assert "".join(c["content"] for c in chunks) == answer
+    _check_done(frames[-1].json, thoughts)
+    assert len(fake.chat_requests(model)) == 1
+
+
+# --- hostile upstreams and readers (issue 8) ----------------------------------------------
+
+
+def _escaped(text: str) -> str:
+    return "".join(f"\\u{ord(c):04x}" for c in text)
+
+
+def test_key_json_escaped_by_upstream_never_reaches_client_or_log(
+    app: LiveApp, fake: fu.FakeUpstream
+) -> None:
+    gen = fu.new_generation_id()
+    quoted = fu.make_chunk("KEY", gen_id=gen)
+    body = json.dumps(quoted).replace("KEY", "your key is " + _escaped(API_KEY))
+    failure = fu.error_chunk(401, "ERR", gen_id=gen)
+    failure["error"]["metadata"] = {"raw": "RAW"}
+    failing = (
+        json.dumps(failure).replace("ERR", _escaped(API_KEY)).replace("RAW", _escaped(API_KEY))
+    )
+    model = scripted(fake, [fu.Raw(f"data: {body}\n\n"), fu.Raw(f"data: {failing}\n\n"), fu.Done()])
+    frames = read_stream(app, prepare(app, model))
+    evs = events(frames)
+    assert [e.name for e in evs] == ["chunk", "error"]
+    assert evs[0].json["content"] == "your key is [redacted]"
+    assert evs[1].json["code"] == "upstream_error"
+    raw = "".join(f.data or "" for f in frames)
+    for form in (API_KEY, _escaped(API_KEY), json.dumps(API_KEY)):
+        assert form not in raw
+    assert "[redacted]" in evs[1].json["message"]
+    assert API_KEY not in app.log_text() and _escaped(API_KEY) not in app.log_text()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_an_event_without_end_is_cut_off_and_stalls_nobody(
+    app: LiveApp, fake: fu.FakeUpstream
+) -> None:
+    worker = app.worker_pids()[0]
+    before = _rss_kib(worker)
+    block = b"x" * 65536
+    endless = [fu.Begin(), fu.Raw(b"data: "), *(fu.Raw(block) for _ in range(160)), fu.Hang()]
+    model = scripted(fake, endless)  # 10 MB and counting, no line break
+    sid = prepare(app, model)
+    with StreamReader(app.url(f"/stream/{sid}")) as reader:
+        error = reader.until(lambda f: f.name in ("error", "done"))
+        started = time.monotonic()
+        health = requests.get(app.url("/health"), timeout=5)
+        assert health.status_code == 200 and time.monotonic() - started < 1.0
+    assert error.name == "error" and error.json["code"] == "upstream_error"
+    assert "NGAI_MAX_EVENT_BYTES" in error.json["message"]
+    assert _rss_kib(worker) - before < 20_000  # the 1 MiB limit, not the 10 MB sent
+
+
+def test_last_event_id_past_a_live_log_ends_with_the_log(
+    app: LiveApp, fake: fu.FakeUpstream
+) -> None:
+    model, _ = slow_answer(fake, words=10, interval=0.05)
+    sid = prepare(app, model)
+    with StreamReader(app.url(f"/stream/{sid}")) as first:
+        first.until(lambda f: f.name == "chunk")  # running now
+        started = time.monotonic()
+        with StreamReader(
+            app.url(f"/stream/{sid}"), headers={"Last-Event-ID": "1000"}, timeout=5
+        ) as past:
+            frames = past.read_all()
+        waited = time.monotonic() - started
+        assert first.until(lambda f: f.name == "done")
+    assert [f for f in frames if f.name] == []  # nothing to send, then the end
+    assert waited < 3.0  # the log ended within a second or so; not the replay TTL
+
+
+def test_readers_that_never_read_a_long_log_cost_a_bounded_amount(
+    app: LiveApp, fake: fu.FakeUpstream
+) -> None:
+    piece = "y" * 8000
+    model = scripted(fake, fu.text_chunks([piece] * 600))  # ~9.6 MB of event data
+    sid = prepare(app, model)
+    assert texts(read_stream(app, sid)) == piece * 600  # the log is finished
+    worker = app.worker_pids()[0]
+    before = _rss_kib(worker)
+    sockets = []
+    try:
+        for _ in range(100):
+            sock = socket.create_connection(("127.0.0.1", app.port), timeout=5)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(f"GET /stream/{sid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sockets.append(sock)
+
+        def all_started() -> bool:
+            return all(_pending(sock) > 0 for sock in sockets)
+
+        wait_until(all_started, 20, "every stream's first bytes")
+        grown = _rss_kib(worker) - before
+        health = requests.get(app.url("/health"), timeout=5)
+        assert health.status_code == 200
+    finally:
+        for sock in sockets:
+            sock.close()
+    # before: every reader joined its whole backlog (+7 MiB each, 700 MB here)
+    print(f"worker grew {grown} KiB for 100 readers")
+    assert grown < 100 * 512, f"{grown} KiB for 100 readers"
+
+
+def _pending(sock: socket.socket) -> int:
+    """Bytes waiting in ``sock``'s receive buffer."""
+    import array
+    import fcntl
+    import termios
+
+    buf = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
+    return buf[0]

@@ -195,7 +195,11 @@ def test_stream_relays_chunks_then_done(client: t.Any, upstream: ScriptedUpstrea
         "finishReason": "stop",
         "model": "test/model",
         "usage": {"total_tokens": 9},
+        "generationId": "gen-test",
+        "citations": [],
+        "reasoningDetails": [],
     }
+    assert all(e.json["reasoning"] == "" for e in evs[:-1])
 
 
 def test_chunk_without_content_gets_empty_content(
@@ -216,7 +220,14 @@ def test_done_without_finish_reason(client: t.Any, upstream: ScriptedUpstream) -
     upstream.steps = [chunk("a")]  # then [DONE] without any finish reason
     evs = events(stream(client, f"/stream/{prepare(client, {**HELLO, 'model': 'm/asked'})}"))
     assert evs[-1].name == "done"
-    assert evs[-1].json == {"finishReason": None, "model": "test/model", "usage": None}
+    assert evs[-1].json == {
+        "finishReason": None,
+        "model": "test/model",
+        "usage": None,
+        "generationId": "gen-test",
+        "citations": [],
+        "reasoningDetails": [],
+    }
 
 
 def test_done_reports_requested_model_when_no_chunk_came(
@@ -369,7 +380,14 @@ def test_delete_before_get_never_calls_upstream(client: t.Any, upstream: Scripte
     assert client.delete(f"/stream/{sid}").status_code == 204
     evs = events(stream(client, f"/stream/{sid}"))
     assert [e.name for e in evs] == ["done"]
-    assert evs[0].json == {"finishReason": "cancelled", "model": "m/x", "usage": None}
+    assert evs[0].json == {
+        "finishReason": "cancelled",
+        "model": "m/x",
+        "usage": None,
+        "generationId": None,
+        "citations": [],
+        "reasoningDetails": [],
+    }
     assert upstream.requests == []
 
 

@@ -33,7 +33,6 @@ is safe for that because gevent switches only where a greenlet blocks.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import typing as t
 
 from .. import sse
@@ -44,25 +43,46 @@ __all__ = ["TERMINAL_EVENTS", "Event", "GenerationSignals", "SessionInfo", "Stor
 TERMINAL_EVENTS = frozenset({"done", "error"})
 
 
-@dataclasses.dataclass(frozen=True)
 class Event:
-    """One SSE event of a session's log."""
+    """One SSE event of a session's log (a plain slotted class: one is made per
+    chunk, so it stays as cheap as a tuple).
 
-    #: position in the log, from 1
-    id: int
-    #: ``chunk``, ``done`` or ``error``
-    name: str
-    #: the JSON text sent as the event's ``data:`` line
-    data: str
+    :param id: position in the log, from 1.
+    :param name: ``chunk``, ``done`` or ``error``.
+    :param data: the JSON text sent as the event's ``data:`` line.
+    :param frame: its SSE bytes, when encoded already.
+    """
+
+    __slots__ = ("_frame", "data", "id", "name")
+
+    def __init__(self, id: int, name: str, data: str, frame: bytes | None = None) -> None:
+        self.id = id
+        self.name = name
+        self.data = data
+        self._frame = frame
+
+    def __repr__(self) -> str:
+        return f"Event(id={self.id!r}, name={self.name!r}, data={self.data!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return (self.id, self.name, self.data) == (other.id, other.name, other.data)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.name, self.data))
 
     @property
     def terminal(self) -> bool:
         return self.name in TERMINAL_EVENTS
 
-    @functools.cached_property
+    @property
     def frame(self) -> bytes:
         """The event as SSE bytes, encoded once however many readers send it."""
-        return sse.event(self.data, name=self.name, id=self.id)
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = sse.event(self.data, name=self.name, id=self.id)
+        return frame
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,21 +14,36 @@ import typing as t
 
 import gevent.event
 
+from .. import sse
+from .base import TERMINAL_EVENTS
 from .base import Event
 from .base import GenerationSignals
 from .base import SessionInfo
 
 __all__ = ["MemoryStore"]
 
+#: events one read returns at most: a reader far behind takes its backlog in
+#: pieces (each a list of references to the shared log, never copies)
+READ_BATCH = 256
+
+
+#: one event of a log kept in memory: ``(name, data, frame)``. A plain tuple of
+#: strings and bytes, which the garbage collector stops tracking: a log of
+#: millions of events then costs its full collections nothing.
+_Stored = tuple[str, str, bytes]
+
 
 @dataclasses.dataclass
 class _Entry:
     info: SessionInfo
-    events: list[Event] = dataclasses.field(default_factory=list)
+    events: list[_Stored] = dataclasses.field(default_factory=list)
     readers: set[str] = dataclasses.field(default_factory=set)
     finished_at: float | None = None
-    #: replaced on every append; readers wait on the one they saw
+    #: set and replaced by an append while readers wait on it
     changed: gevent.event.Event = dataclasses.field(default_factory=gevent.event.Event)
+    #: readers waiting on ``changed`` right now: an append wakes them and replaces
+    #: it only when there are some, so a busy log makes no wake-up per chunk
+    waiting: int = 0
 
 
 class MemoryStore:
@@ -102,15 +117,15 @@ class MemoryStore:
         for name, data in events:
             if entry.finished_at is not None:
                 break
-            event = Event(id=len(entry.events) + 1, name=name, data=data)
-            entry.events.append(event)
-            ids.append(event.id)
-            if event.terminal:
+            event_id = len(entry.events) + 1
+            entry.events.append((name, data, sse.event(data, name=name, id=event_id)))
+            ids.append(event_id)
+            if name in TERMINAL_EVENTS:
                 entry.finished_at = self.clock()
-                entry.info = dataclasses.replace(entry.info, terminal_id=event.id)
+                entry.info = dataclasses.replace(entry.info, terminal_id=event_id)
                 self._unfinished -= 1
-        if ids:
-            changed, entry.changed = entry.changed, gevent.event.Event()
+        if ids and entry.waiting:
+            changed, entry.changed, entry.waiting = entry.changed, gevent.event.Event(), 0
             changed.set()
         return ids
 
@@ -119,11 +134,19 @@ class MemoryStore:
         if entry is None:
             return []
         if len(entry.events) <= after:
-            entry.changed.wait(timeout)
+            changed = entry.changed
+            entry.waiting += 1
+            try:
+                changed.wait(timeout)
+            finally:
+                if not changed.is_set():  # timed out: it still waits on this one
+                    entry.waiting -= 1
             entry = self._live(session_id)
             if entry is None:
                 return []
-        return entry.events[max(after, 0) :]
+        start = max(after, 0)
+        stored = entry.events[start : start + READ_BATCH]
+        return [Event(start + i, *event) for i, event in enumerate(stored, 1)]
 
     def cancel(self, session_id: str) -> bool:
         entry = self._live(session_id)

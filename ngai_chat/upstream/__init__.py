@@ -6,27 +6,11 @@ their own implementation the way httpx takes a transport.
 
 from __future__ import annotations
 
-import dataclasses
 import typing as t
 
-from ..sse import json_data
+from ..chunks import Chunk as Chunk
 
 __all__ = ["Chunk", "ChunkStream", "Upstream"]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Chunk:
-    """One upstream data chunk: its JSON text as received, and that text parsed."""
-
-    #: the ``data:`` JSON text, byte for byte as the upstream sent it
-    text: str
-    #: the parsed object
-    value: dict[str, t.Any]
-
-    @classmethod
-    def from_value(cls, value: dict[str, t.Any]) -> Chunk:
-        """A chunk made here rather than received (the demo model)."""
-        return cls(json_data(value), value)
 
 
 class ChunkStream(t.Protocol):

@@ -1,12 +1,13 @@
-"""The OpenRouter client: the only module that imports ``requests`` and ``sseclient``.
+"""The OpenRouter client: the only module that imports ``requests``.
 
 One :class:`requests.Session` per client with a connection pool sized for the
 stream concurrency; ``(connect, read)`` timeouts, where the read timeout is the
-longest silence accepted from the upstream. The raw body is read with ``read1``
-(whatever bytes have arrived, never waiting for a full buffer) and parsed by
-``sseclient``, which joins bytes into whole lines before decoding, so multi-byte
+longest silence accepted from the upstream. The body is read a whole HTTP chunk
+at a time (never waiting for a full buffer) and split into events at the bytes
+level by :mod:`ngai_chat.chunks`, which decodes only whole events, so multi-byte
 characters split across network reads arrive whole. ``: OPENROUTER PROCESSING``
-comments are dropped by the parser.
+comments are dropped there. After ``[DONE]`` the body is read to its end, so the
+connection is reused by the next session rather than closed.
 
 Every ``requests``/``urllib3`` error is translated into the error tree of
 :mod:`ngai_chat.errors`, on connect and during iteration alike, and the API key is
@@ -19,21 +20,25 @@ import json
 import logging
 import typing as t
 
+import gevent
 import requests
-import sseclient
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from .. import errors
+from ..chunks import EventSplitter
+from ..chunks import parse_chunk
+from ..chunks import redact
 from . import Chunk
 
 __all__ = ["OpenRouterUpstream", "error_from_response"]
 
 log = logging.getLogger(__name__)
 
-#: bytes asked of the socket per read; ``read1`` returns whatever is there
+#: the most bytes taken from the body at once (an HTTP chunk may be larger)
 READ_SIZE = 65536
-REDACTED = "[redacted]"
+#: seconds to wait for the body's end after ``[DONE]``
+DRAIN_GRACE = 1.0
 
 _STATUS_ERRORS: dict[int, type[errors.UpstreamError]] = {
     400: errors.UpstreamBadRequest,
@@ -46,19 +51,6 @@ _STATUS_ERRORS: dict[int, type[errors.UpstreamError]] = {
     422: errors.UpstreamBadRequest,
     429: errors.UpstreamRateLimited,
 }
-
-
-def _redact(value: t.Any, secret: str) -> t.Any:
-    """``value`` with every occurrence of ``secret`` replaced, at any depth."""
-    if not secret:
-        return value
-    if isinstance(value, str):
-        return value.replace(secret, REDACTED)
-    if isinstance(value, dict):
-        return {_redact(k, secret): _redact(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(item, secret) for item in value]
-    return value
 
 
 def error_for_status(status: int) -> type[errors.UpstreamError]:
@@ -96,8 +88,9 @@ def error_from_body(
             f"The model provider answered with an HTML error page (HTTP {status}) instead of "
             "a stream; it is probably down or overloaded. Try again shortly."
         )
-    upstream = _redact(upstream, secret)
-    message = _redact(message, secret) if message else None
+    if secret:
+        upstream = redact(upstream, secret)[0]
+        message = redact(message, secret)[0] if message else None
     return cls(message, upstream=upstream, retry_after=retry_after)
 
 
@@ -124,39 +117,49 @@ def error_from_response(response: requests.Response, *, secret: str = "") -> err
 
 
 class _Stream:
-    """The chunks of one streaming response (see :class:`~ngai_chat.upstream.ChunkStream`)."""
+    """The chunks of one streaming response (see :class:`~ngai_chat.upstream.ChunkStream`).
 
-    def __init__(self, response: requests.Response, secret: str) -> None:
+    The body is read a whole HTTP chunk (up to 64 KiB) at a time through urllib3's
+    public ``read_chunked``, and split into events by
+    :class:`~ngai_chat.chunks.EventSplitter` one block at a time.
+
+    :param max_event_bytes: the longest upstream event accepted.
+    """
+
+    def __init__(self, response: requests.Response, secret: str, max_event_bytes: int) -> None:
         self._response = response
         self._secret = secret
+        self._splitter = EventSplitter(max_event_bytes)
 
-    def _raw_reads(self) -> t.Iterator[bytes]:
+    def _blocks(self) -> t.Iterator[bytes]:
         raw = self._response.raw
-        while True:
+        if raw.chunked and raw.supports_chunked_reads():
+            yield from raw.read_chunked(READ_SIZE, decode_content=True)
+            return
+        while True:  # a body with a Content-Length, or ended by closing
             data = raw.read1(READ_SIZE)
             if not data:
                 return
             yield data
 
     def __iter__(self) -> t.Iterator[Chunk]:
+        splitter, secret = self._splitter, self._secret
         try:
-            for event in sseclient.SSEClient(self._raw_reads()).events():
-                data = event.data
-                if data == "[DONE]":
+            blocks = self._blocks()
+            for block in blocks:
+                for data in splitter.feed(block):
+                    if data == b"[DONE]":
+                        self._drain(blocks)
+                        return
+                    chunk = parse_chunk(data, secret)
+                    if chunk is not None:
+                        yield chunk
+            for data in splitter.finish():
+                if data == b"[DONE]":
                     return
-                if self._secret and self._secret in data:
-                    data = data.replace(self._secret, REDACTED)
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    log.warning("skipping a data line from upstream that is not JSON")
-                    continue
-                if isinstance(chunk, dict):
-                    yield Chunk(data, chunk)
-        except UnicodeDecodeError as exc:
-            raise errors.UpstreamStreamError(
-                "The model provider sent bytes that are not UTF-8 text."
-            ) from exc
+                chunk = parse_chunk(data, secret)
+                if chunk is not None:
+                    yield chunk
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
             raise errors.UpstreamTimeout(
                 "The model provider went silent longer than the read timeout "
@@ -169,6 +172,16 @@ class _Stream:
         raise errors.UpstreamInterrupted(
             "The model provider closed the stream before finishing the answer."
         )
+
+    @staticmethod
+    def _drain(blocks: t.Iterator[bytes]) -> None:
+        """Read what follows ``[DONE]`` (normally just the body's end, already on its
+        way), so that the connection goes back to the pool for the next session
+        instead of being closed; a server that keeps it open gets a short grace.
+        """
+        with gevent.Timeout(DRAIN_GRACE, False):
+            for _ in blocks:
+                pass
 
     def close(self) -> None:
         self._response.close()
@@ -184,6 +197,8 @@ class OpenRouterUpstream:
     :param read_timeout: longest silence accepted from the upstream.
     :param pool_size: connections kept open to the upstream; match the number of
         concurrent streams, or requests opens and drops a connection per stream.
+    :param max_event_bytes: the longest upstream SSE event accepted
+        (``NGAI_MAX_EVENT_BYTES``).
     """
 
     name = "openrouter"
@@ -197,10 +212,12 @@ class OpenRouterUpstream:
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
         pool_size: int = 100,
+        max_event_bytes: int = 1_048_576,
     ) -> None:
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
+        self.max_event_bytes = max_event_bytes
         self.session = requests.Session()
         # ``trust_env`` would let a stray HTTP(S)_PROXY or .netrc change where the
         # key goes; the upstream is configured explicitly instead.
@@ -250,7 +267,7 @@ class OpenRouterUpstream:
                 raise error_from_response(response, secret=self._api_key)
             finally:
                 response.close()
-        return _Stream(response, self._api_key)
+        return _Stream(response, self._api_key, self.max_event_bytes)
 
     def list_models(self) -> dict[str, t.Any]:
         """The upstream's ``GET /models`` answer."""
@@ -271,7 +288,7 @@ class OpenRouterUpstream:
             raise errors.UpstreamUnavailable(
                 'The model provider\'s model list was not the expected {"data": [...]}.'
             )
-        return t.cast(dict[str, t.Any], _redact(data, self._api_key))
+        return t.cast(dict[str, t.Any], redact(data, self._api_key)[0])
 
     def close(self) -> None:
         self.session.close()

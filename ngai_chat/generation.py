@@ -1,0 +1,260 @@
+"""One generation: the one upstream request of a session, relayed into its log.
+
+A :class:`Generation` runs in its own greenlet (started by the relay). It reads the
+upstream's chunks, appends a ``chunk`` event for each, and ends the log with
+exactly one terminal event, whatever happens — the store refuses a second one, and
+this is the only place (with a reader that saw a generation elsewhere die) that
+writes one::
+
+    what happened                                terminal event
+    upstream finished (or finished, then broke)  done {finishReason}
+    DELETE, or abandoned by every reader         done {finishReason: "cancelled"}
+    upstream refused / broke / went silent       error {code: upstream_*}
+    more than NGAI_MAX_EVENTS events or          error {code: too_long}
+      NGAI_MAX_LOG_BYTES bytes
+    the server shuts down (SIGTERM) first        error {code: upstream_interrupted}
+
+It is stopped by :meth:`Generation.stop`, which throws :class:`Stop` into its
+greenlet: the exception lands where it waits (on the upstream socket, most
+likely), and the ``finally`` that closes the upstream response is what stops the
+billing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import typing as t
+
+import gevent
+import gevent.greenlet
+
+from . import errors
+from .chunks import Answer
+from .chunks import Chunk
+from .chunks import chunk_event_data
+from .chunks import done_data
+from .chunks import error_data
+from .chunks import stream_error
+from .metrics import Finished
+from .metrics import Metrics
+from .store import SessionInfo
+from .store import Store
+from .upstream import Upstream
+
+__all__ = ["Generation", "Stop"]
+
+log = logging.getLogger(__name__)
+
+#: seconds to wait for the usage chunk (or ``[DONE]``) once the finish reason came
+FINISH_GRACE = 2.0
+#: seconds a generation may relay chunks without letting other greenlets run: an
+#: upstream whose bytes are always ready would otherwise starve every other stream
+YIELD_EVERY = 0.002
+
+Spawn = t.Callable[..., gevent.greenlet.Greenlet]
+
+
+class Stop(BaseException):
+    """Thrown into a generation greenlet to end it: ``done``/``cancelled``, or an
+    ``upstream_interrupted`` error when the reason is ``"shutdown"``.
+
+    A ``BaseException`` so that no ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Generation:
+    """Runs one session's upstream request and ends its log exactly once.
+
+    :param session: the claimed session.
+    :param store: where its log lives.
+    :param upstream: where the answer comes from.
+    :param max_events: events kept, the terminal one included.
+    :param max_log_bytes: bytes of event data kept.
+    :param metrics: told when it ends.
+    :param spawn: starts a greenlet (the Redis writer).
+    :param on_end: called once its terminal event is written (or failed to be).
+    """
+
+    def __init__(
+        self,
+        session: SessionInfo,
+        *,
+        store: Store,
+        upstream: Upstream,
+        max_events: int,
+        max_log_bytes: int,
+        metrics: Metrics,
+        spawn: Spawn,
+        on_end: t.Callable[[Generation], None],
+    ) -> None:
+        self.session = session
+        self.store = store
+        self.upstream = upstream
+        self.max_events = max_events
+        self.max_log_bytes = max_log_bytes
+        self.metrics = metrics
+        self.spawn = spawn
+        self.on_end = on_end
+        #: what the chunks said so far: what ``done`` reports
+        self.answer = Answer(session.request.get("model"))
+        #: chunk events appended, and the bytes of their data
+        self.events = 0
+        self.log_bytes = 0
+        #: ``perf_counter()`` when the first chunk arrived (the relay-delay sample)
+        self.first_chunk_at: float | None = None
+        self.greenlet: gevent.greenlet.Greenlet | None = None
+        #: it may be stopped only while this is true: while it relays chunks, and
+        #: only once, so that no second :class:`Stop` lands in its ending
+        self.stoppable = True
+        #: since when no reader has been attached (monotonic), ``None`` while one is
+        self.alone_since: float | None = None
+        # A store shared between processes (Redis) costs a round trip per append:
+        # chunks queue in an outbox that a writer greenlet appends in batches. The
+        # memory store appends in place.
+        self._batched = store.kind != "memory"
+        self._outbox: list[tuple[str, str]] = []
+        self._writer: gevent.greenlet.Greenlet | None = None
+        self._write_error: errors.StoreUnavailable | None = None
+
+    def start(self) -> None:
+        self.greenlet = self.spawn(self.run)
+
+    def stop(self, reason: str) -> None:
+        """Throw :class:`Stop` into the generation if it is still relaying, once."""
+        if self.stoppable and self.greenlet is not None:
+            self.stoppable = False
+            self.greenlet.kill(Stop(reason), block=False)
+
+    def run(self) -> None:
+        """Relay the answer, then end the log."""
+        session = self.session
+        failure: errors.ApiError | None = None
+        finish_reason: str | None = "cancelled"  # unless the upstream finished
+        try:
+            self._relay()
+            finish_reason = None  # the answer's own
+        except Stop as stop:
+            log.info("session %s: generation stopped (%s)", session.id, stop.reason)
+            if stop.reason == "shutdown":
+                failure = errors.UpstreamInterrupted(
+                    "The server restarted before the answer was finished. Send the message again."
+                )
+        except errors.UpstreamError as exc:
+            if self.answer.finish_reason is not None and isinstance(
+                exc, errors.UpstreamInterrupted | errors.UpstreamTimeout
+            ):
+                finish_reason = None  # finished, then broke: still done
+            else:
+                log.info("session %s: upstream failed: %s", session.id, exc.code)
+                failure = exc
+        except errors.ApiError as exc:
+            failure = exc
+        except Exception:
+            log.exception("session %s: generation failed", session.id)
+            failure = errors.InternalError()
+        finally:
+            self.stoppable = False
+        if self._writer is not None:
+            self._writer.join()  # every chunk before the terminal event
+        if failure is not None:
+            terminal, outcome = ("error", error_data(failure)), failure.code
+        else:
+            terminal = ("done", done_data(self.answer, finish_reason))
+            outcome = "cancelled" if finish_reason == "cancelled" else "done"
+        try:
+            self.store.append(session.id, *terminal)
+        except errors.StoreUnavailable:
+            log.warning("session %s: could not store the terminal event", session.id)
+        finally:
+            self.on_end(self)
+        self.metrics.generation_finished(
+            Finished(
+                outcome=outcome,
+                model=self.answer.model,
+                usage=self.answer.usage,
+                chunks=self.events,
+                client=session.client,
+            )
+        )
+
+    def _relay(self) -> None:
+        """Relay the upstream's chunks into the log until the upstream finished
+        (``[DONE]``, or the finish reason and a short grace for the usage chunk).
+        """
+        started = time.monotonic()
+        stream = self.upstream.stream_chat(self.session.request, referer=self.session.referer)
+        try:
+            chunks = iter(stream)
+            answer = self.answer
+            last_yield = time.perf_counter()
+            while True:
+                if answer.finish_reason is None:
+                    chunk = next(chunks, None)
+                else:
+                    chunk = self._next_within_grace(chunks)
+                if chunk is None:
+                    return
+                self._append(chunk)
+                if self.events == 1:
+                    self.metrics.observe_first_chunk(time.monotonic() - started)
+                now = time.perf_counter()
+                if now - last_yield >= YIELD_EVERY:
+                    gevent.sleep(0)  # let readers and the other generations run
+                    last_yield = time.perf_counter()
+        finally:
+            stream.close()
+
+    @staticmethod
+    def _next_within_grace(chunks: t.Iterator[Chunk]) -> Chunk | None:
+        """The next chunk once the finish reason came: only the usage chunk and
+        ``[DONE]`` may follow, so a missing ``[DONE]`` costs seconds, not the read
+        timeout.
+        """
+        with gevent.Timeout(FINISH_GRACE, False):
+            return next(chunks, None)
+        return None
+
+    def _append(self, chunk: Chunk) -> None:
+        failure = stream_error(chunk)
+        if failure is not None:
+            raise failure
+        self.answer.add(chunk)
+        data = chunk_event_data(chunk)
+        self.log_bytes += len(data) if data.isascii() else len(data.encode())
+        if self.events >= self.max_events - 1:  # keep the last slot for the terminal event
+            raise errors.TooLong(
+                f"The answer passed {self.max_events} events (NGAI_MAX_EVENTS) and was cut off."
+            )
+        if self.log_bytes > self.max_log_bytes:
+            raise errors.TooLong(
+                f"The answer passed {self.max_log_bytes} bytes (NGAI_MAX_LOG_BYTES) and was "
+                "cut off."
+            )
+        if self.first_chunk_at is None:
+            self.first_chunk_at = time.perf_counter()
+        self.events += 1
+        if not self._batched:
+            self.store.append(self.session.id, "chunk", data)
+            return
+        if self._write_error is not None:
+            raise self._write_error
+        self._outbox.append(("chunk", data))
+        if self._writer is None:
+            self._writer = self.spawn(self._flush)
+
+    def _flush(self) -> None:
+        """Append what has queued up, a batch per round trip, until nothing has."""
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                self.store.append_many(self.session.id, batch)
+        except errors.StoreUnavailable as exc:
+            self._write_error = exc
+            self._outbox.clear()
+        finally:
+            self._writer = None
