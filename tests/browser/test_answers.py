@@ -96,6 +96,13 @@ new MutationObserver(() => {
 }).observe(log, {childList: true, subtree: true, characterData: true, attributes: true});
 """
 
+#: whether the newest answer shows reasoning and none of the answer yet
+THINKING_ONLY_JS = """
+const msg = [...document.querySelectorAll('.msg.assistant')].pop();
+const reasoning = msg?.querySelector('details.thinking .reasoning')?.textContent ?? '';
+return reasoning.length > 0 && msg.querySelector('.text').textContent === '';
+"""
+
 #: the newest answer's rendered parts
 ANSWER_PARTS_JS = """
 const all = document.querySelectorAll('.msg.assistant');
@@ -137,7 +144,7 @@ def thinker_steps() -> list[t.Any]:
     gen_id = fu.new_generation_id()
     steps: list[t.Any] = [fu.make_chunk("", model=THINKER, gen_id=gen_id)]
     for piece in REASONING:
-        steps += [fu.Pause(0.12), _reasoning_chunk(piece, gen_id)]
+        steps += [fu.Pause(0.2), _reasoning_chunk(piece, gen_id)]
     redacted = fu.make_chunk("", model=THINKER, gen_id=gen_id)
     redacted["choices"][0]["delta"]["reasoning_details"] = [
         {"type": "reasoning.encrypted", "data": "[REDACTED]", "format": "unknown", "index": 1}
@@ -226,6 +233,9 @@ def test_thinking_then_markdown_answer_sources_and_cost(
     open_page(driver, app.url("/"), THINKER)
     driver.execute_script(PHASES_JS)
     send(driver, "Show me code and a table.")
+    # While it thinks: a screenshot of the open Thinking block.
+    wait(driver).until(lambda d: d.execute_script(THINKING_ONLY_JS))
+    screenshot(driver, "chat-thinking.png")
     reply = wait_finished(driver, 1)
     assert reply["state"] == "done", reply
 
@@ -255,6 +265,21 @@ def test_thinking_then_markdown_answer_sources_and_cost(
     assert got["usage"] == "52 tokens (12 in, 40 out, 9 reasoning) · $0.00123"
     assert "52 tokens" in reply["status"] and "$0.00123" in reply["status"]
     assert got["regenerate"] is True
+
+    # The code block's Copy button puts exactly the code on the clipboard.
+    origin = app.url("/").rstrip("/")
+    driver.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {"origin": origin, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+    )
+    copy = driver.find_element(By.CSS_SELECTOR, ".msg.assistant .code button.copy")
+    assert copy.get_attribute("aria-label") == "Copy python code"
+    copy.click()
+    wait(driver).until(lambda d: copy.text == "Copied")
+    pasted = driver.execute_async_script(
+        "navigator.clipboard.readText().then(arguments[0], (e) => arguments[0]('ERROR ' + e))"
+    )
+    assert pasted == 'def greet(name):\n    return f"hi {name}"'
 
     # Opening the folded reasoning again is one click (or Enter on its summary).
     summary = driver.find_element(By.CSS_SELECTOR, ".msg.assistant details.thinking summary")
@@ -321,7 +346,8 @@ def test_conversation_survives_a_reload_and_reasoning_details_go_back(
     assert "restored" in driver.find_element(By.ID, "status").text
 
     send(driver, "Second question")
-    assert wait_finished(driver, 2)["state"] == "done"
+    reply = wait_finished(driver, 2)
+    assert reply["state"] == "done", reply
     second = fake.chat_requests(THINKER)[-1].json["messages"]
     assert second[0] == {"role": "user", "content": "First question"}
     assert second[1] == {
