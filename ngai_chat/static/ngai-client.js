@@ -3,13 +3,16 @@
  *
  *     import { streamChat } from "./ngai-client.js";
  *     const stop = new AbortController();
- *     const { text, finishReason } = await streamChat({
+ *     const { text, finishReason, usage, citations, reasoningDetails } = await streamChat({
  *       baseUrl: "http://localhost:3000",          // "" = same origin, or a prefix: "/api/chat"
  *       model: "mistralai/mistral-7b-instruct:free",
  *       messages: [{ role: "user", content: "Hello!" }],
  *       onToken: (piece) => output.append(piece),
+ *       onReasoning: (piece) => thinking.append(piece), // the model's reasoning, live
  *       signal: stop.signal,                       // stop.abort() cancels the generation
  *     });
+ *     // next turn: send the answer back with its reasoning_details, unchanged
+ *     messages.push({ role: "assistant", content: text, reasoning_details: reasoningDetails });
  *
  * The hard parts of EventSource it gets right:
  *
@@ -30,15 +33,33 @@
  */
 
 /**
- * @typedef {{role: "system" | "user" | "assistant" | "tool", content: string | object[], name?: string}} ChatMessage
+ * @typedef {{role: "system" | "user" | "assistant" | "tool", content: string | object[], name?: string,
+ *     reasoning_details?: object[]}} ChatMessage
+ */
+
+/**
+ * @typedef {object} Citation a web source the answer cites (OpenRouter's `url_citation`)
+ * @property {string} url
+ * @property {string} [title]
+ * @property {string} [content] the cited passage, when the upstream sends it
+ * @property {number} [start_index] where the citing text starts in the answer
+ * @property {number} [end_index] where it ends
  */
 
 /**
  * @typedef {object} StreamResult
  * @property {string} text the whole answer: the concatenated `content` of every chunk
+ * @property {string} reasoning the model's reasoning: the concatenated `reasoning` of every chunk
  * @property {string | null} finishReason `stop`, `length`, `tool_calls`, … or `cancelled` after an abort
  * @property {string | null} model the model that answered
- * @property {object | null} usage token counts, when the upstream sent them
+ * @property {object | null} usage token counts (`prompt_tokens`, `completion_tokens`,
+ *     `total_tokens`, details), with `cost` in credits when the upstream reports it; null
+ *     when none came (and after an abort)
+ * @property {string | null} generationId the upstream's generation id (`gen-…`)
+ * @property {Citation[]} citations the answer's sources, de-duplicated by url, in order of
+ *     first appearance; `[]` when none
+ * @property {object[]} reasoningDetails the answer's `reasoning_details`, merged; send them
+ *     back unchanged on the assistant message of the next turn; `[]` when none
  */
 
 /**
@@ -50,7 +71,10 @@
  * @property {string} [token] sent as `Authorization: Bearer <token>` to `/prepare` and `DELETE`
  *     (an EventSource cannot send headers; the stream URL itself needs no token)
  * @property {(piece: string, chunk: object) => void} [onToken] each new piece of text, with
- *     the whole chunk event data (OpenAI `chat.completion.chunk` plus `content`)
+ *     the whole chunk event data (OpenAI `chat.completion.chunk` plus `content` and `reasoning`)
+ * @property {(piece: string, chunk: object) => void} [onReasoning] each new piece of the
+ *     model's reasoning (`delta.reasoning`), with the whole chunk event data; reasoning
+ *     models send it before the answer
  * @property {(result: StreamResult) => void} [onDone] the answer finished or was cancelled
  * @property {(error: ChatError) => void} [onError] the answer failed; when given, the returned
  *     promise's rejection is not also reported as unhandled
@@ -224,6 +248,7 @@ async function run({
   baseUrl = "",
   token,
   onToken,
+  onReasoning,
   onDone,
   onError,
   onReconnecting,
@@ -236,7 +261,7 @@ async function run({
     onDone?.(result);
     return result;
   };
-  const cancelled = { text: "", finishReason: "cancelled", model: body.model ?? null, usage: null };
+  const cancelled = { ...emptyResult(body.model ?? null), finishReason: "cancelled" };
   try {
     if (signal?.aborted) return finish(cancelled);
     // The signal is not passed to fetch: an abort during /prepare would leave a session
@@ -250,6 +275,7 @@ async function run({
       token,
       signal,
       onToken,
+      onReasoning,
       onReconnecting,
       onReconnected,
       EventSourceImpl,
@@ -263,10 +289,76 @@ async function run({
   }
 }
 
+/** @param {string | null} model */
+function emptyResult(model) {
+  return {
+    text: "",
+    reasoning: "",
+    finishReason: null,
+    model,
+    usage: null,
+    generationId: null,
+    citations: [],
+    reasoningDetails: [],
+  };
+}
+
+/**
+ * What the chunks say about citations and reasoning details, for servers whose `done`
+ * does not (the seed server): the same rules as ngai_chat's `done`.
+ */
+class ChunkNotes {
+  constructor() {
+    /** @type {Map<string, object>} */
+    this.citations = new Map();
+    /** @type {object[]} */
+    this.details = [];
+    /** @type {Map<number, object>} */
+    this.byIndex = new Map();
+  }
+
+  /** @param {object} chunk */
+  add(chunk) {
+    const choice = chunk.choices?.[0];
+    for (const holder of [choice?.delta, choice?.message]) {
+      for (const note of Array.isArray(holder?.annotations) ? holder.annotations : []) {
+        const cite = note?.type === "url_citation" ? note.url_citation : null;
+        if (cite && typeof cite.url === "string" && !this.citations.has(cite.url)) {
+          this.citations.set(cite.url, cite);
+        }
+      }
+    }
+    const details = choice?.delta?.reasoning_details;
+    for (const detail of Array.isArray(details) ? details : []) {
+      if (!detail || typeof detail !== "object") continue;
+      const known = typeof detail.index === "number" ? this.byIndex.get(detail.index) : undefined;
+      if (!known) {
+        const copy = { ...detail };
+        this.details.push(copy);
+        if (typeof detail.index === "number") this.byIndex.set(detail.index, copy);
+        continue;
+      }
+      for (const [key, value] of Object.entries(detail)) {
+        if (["text", "summary", "data"].includes(key) && typeof value === "string") {
+          known[key] = (typeof known[key] === "string" ? known[key] : "") + value;
+        } else if (value !== null && value !== undefined) {
+          known[key] = value;
+        }
+      }
+    }
+  }
+}
+
 /** Read one stream to its terminal event. */
-function follow(streamUrl, { token, signal, onToken, onReconnecting, onReconnected, EventSourceImpl, model }) {
+function follow(
+  streamUrl,
+  { token, signal, onToken, onReasoning, onReconnecting, onReconnected, EventSourceImpl, model },
+) {
   return new Promise((resolvePromise, rejectPromise) => {
     let text = "";
+    let reasoning = "";
+    let generationId = null;
+    const notes = new ChunkNotes();
     let lastId = 0;
     let reconnecting = false;
     let settled = false;
@@ -294,7 +386,15 @@ function follow(streamUrl, { token, signal, onToken, onReconnecting, onReconnect
       if (settled) return;
       source?.close(); // no more tokens from here on
       clearTimeout(retryTimer);
-      const result = { text, finishReason: "cancelled", model, usage: null };
+      const result = {
+        ...emptyResult(model),
+        text,
+        reasoning,
+        finishReason: "cancelled",
+        generationId,
+        citations: [...notes.citations.values()],
+        reasoningDetails: notes.details,
+      };
       cancel(streamUrl, token).then(() => settle(resolvePromise, result));
     }
 
@@ -316,9 +416,16 @@ function follow(streamUrl, { token, signal, onToken, onReconnecting, onReconnect
         const chunk = parse(event);
         if (!chunk || settled) return;
         if (chunk.model) model = chunk.model;
-        const piece =
-          typeof chunk.content === "string" ? chunk.content : (chunk.choices?.[0]?.delta?.content ?? "");
-        if (piece) {
+        if (typeof chunk.id === "string" && chunk.id) generationId = chunk.id;
+        notes.add(chunk);
+        const delta = chunk.choices?.[0]?.delta;
+        const thought = typeof chunk.reasoning === "string" ? chunk.reasoning : (delta?.reasoning ?? "");
+        if (thought && typeof thought === "string") {
+          reasoning += thought;
+          onReasoning?.(thought, chunk);
+        }
+        const piece = typeof chunk.content === "string" ? chunk.content : (delta?.content ?? "");
+        if (piece && typeof piece === "string") {
           text += piece;
           onToken?.(piece, chunk);
         }
@@ -327,9 +434,13 @@ function follow(streamUrl, { token, signal, onToken, onReconnecting, onReconnect
         const info = parse(event) ?? {};
         settle(resolvePromise, {
           text,
+          reasoning,
           finishReason: info.finishReason ?? null,
           model: info.model ?? model,
           usage: info.usage ?? null,
+          generationId: info.generationId ?? generationId,
+          citations: Array.isArray(info.citations) ? info.citations : [...notes.citations.values()],
+          reasoningDetails: Array.isArray(info.reasoningDetails) ? info.reasoningDetails : notes.details,
         });
       });
       source.addEventListener("error", (event) => {

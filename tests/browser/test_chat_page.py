@@ -23,9 +23,14 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
-from selenium.webdriver.support.ui import WebDriverWait
 
-from ngai_chat.upstream.demo import demo_reply
+from tests.browser.pages import enabled
+from tests.browser.pages import last_reply
+from tests.browser.pages import open_page
+from tests.browser.pages import send
+from tests.browser.pages import serve
+from tests.browser.pages import wait
+from tests.browser.pages import wait_finished
 from tests.support import fake_upstream as fu
 from tests.support.live import ROOT
 from tests.support.live import LiveApp
@@ -62,26 +67,6 @@ SLOW_PIECES = [
 SLOW_TEXT = "".join(SLOW_PIECES)
 RECONNECT_PIECES = [f"r{n} " for n in range(1, 41)]
 RECONNECT_TEXT = "".join(RECONNECT_PIECES)
-
-#: ``last_reply``: the newest assistant message as one consistent snapshot
-LAST_REPLY_JS = """
-const all = document.querySelectorAll('.msg.assistant');
-const msg = all[all.length - 1];
-const status = document.getElementById('status').textContent;
-const buttons = {
-  sendEnabled: !document.getElementById('send').disabled,
-  stopEnabled: !document.getElementById('stop').disabled,
-};
-if (!msg) return {state: null, text: '', notes: '', status: status, count: 0, ...buttons};
-return {
-  ...buttons,
-  state: msg.dataset.state,
-  text: msg.querySelector('.text').textContent,
-  notes: [...msg.querySelectorAll('.note')].map(n => n.textContent).join(' '),
-  status: status,
-  count: all.length,
-};
-"""
 
 
 def _free(model_id: str) -> dict[str, t.Any]:
@@ -127,66 +112,10 @@ def _settings(fake: fu.FakeUpstream, **extra: str) -> dict[str, str]:
     }
 
 
-@contextlib.contextmanager
-def _serve(driver: t.Any, env: dict[str, str], **kwargs: t.Any) -> t.Iterator[LiveApp]:
-    with LiveApp(env, **kwargs) as app:
-        try:
-            yield app
-        finally:
-            # Close the page's EventSources before gunicorn's graceful shutdown.
-            driver.get("about:blank")
-
-
 @pytest.fixture(scope="module")
 def app(driver: t.Any, fake: fu.FakeUpstream) -> t.Iterator[LiveApp]:
-    with _serve(driver, _settings(fake)) as live:
+    with serve(driver, _settings(fake)) as live:
         yield live
-
-
-# -- helpers -------------------------------------------------------------------------
-
-
-def wait(driver: t.Any, timeout: float = 10.0) -> WebDriverWait:
-    return WebDriverWait(driver, timeout, poll_frequency=0.05)
-
-
-def last_reply(driver: t.Any) -> dict[str, t.Any]:
-    return t.cast(dict[str, t.Any], driver.execute_script(LAST_REPLY_JS))
-
-
-def open_page(driver: t.Any, url: str, model: str | None = None) -> None:
-    """Load the chat page, wait for its model list, and pick ``model``."""
-    driver.get(url)
-    wait(driver).until(
-        lambda d: d.execute_script("return document.documentElement.dataset.ready === 'true'")
-    )
-    if model is not None:
-        Select(driver.find_element(By.ID, "model")).select_by_value(model)
-
-
-def send(driver: t.Any, *lines: str) -> None:
-    """Type ``lines`` into the message box (Shift+Enter between them) and press Enter."""
-    prompt = driver.find_element(By.ID, "prompt")
-    prompt.click()
-    for index, line in enumerate(lines):
-        if index:
-            prompt.send_keys(Keys.SHIFT, Keys.ENTER, Keys.SHIFT)
-        prompt.send_keys(line)
-    prompt.send_keys(Keys.ENTER)
-
-
-def wait_finished(driver: t.Any, count: int, timeout: float = 15.0) -> dict[str, t.Any]:
-    """Wait until the ``count``-th answer is no longer streaming; return its snapshot."""
-
-    def finished(d: t.Any) -> dict[str, t.Any] | None:
-        reply = last_reply(d)
-        return reply if reply["count"] == count and reply["state"] != "streaming" else None
-
-    return t.cast(dict[str, t.Any], wait(driver, timeout).until(finished))
-
-
-def enabled(driver: t.Any, element_id: str) -> bool:
-    return bool(driver.find_element(By.ID, element_id).is_enabled())
 
 
 # -- a network that can drop -----------------------------------------------------------
@@ -433,7 +362,7 @@ def test_keyboard_escape_stops_and_new_chat_forgets_the_conversation(
 
 
 def test_page_works_under_a_prefix(driver: t.Any, fake: fu.FakeUpstream) -> None:
-    with _serve(driver, _settings(fake), app_spec="tests.support.hostapp:app") as host:
+    with serve(driver, _settings(fake), app_spec="tests.support.hostapp:app") as host:
         open_page(driver, host.url("/api/chat/"), FAST)
         api_base = driver.find_element(By.CSS_SELECTOR, "meta[name=ngai-api-base]")
         assert api_base.get_attribute("content") == "/api/chat"
@@ -449,23 +378,11 @@ def test_page_works_under_a_prefix(driver: t.Any, fake: fu.FakeUpstream) -> None
     assert all(path.startswith("/api/chat/") for path in paths), paths
 
 
-def test_demo_mode_chats_without_a_key(driver: t.Any) -> None:
-    with _serve(driver, {"NGAI_DEMO": "1", "GUNICORN_GRACEFUL_TIMEOUT": "3"}) as demo:
-        open_page(driver, demo.url("/"))
-        assert "Demo" in driver.find_element(By.ID, "mode").text
-        picker = Select(driver.find_element(By.ID, "model"))
-        assert [o.get_attribute("value") for o in picker.options] == ["ngai/demo"]
-        send(driver, "hello from the browser")
-        reply = wait_finished(driver, 1, timeout=30)
-    assert reply["state"] == "done", reply
-    assert reply["text"] == demo_reply([{"role": "user", "content": "hello from the browser"}])
-
-
 def test_model_list_failure_falls_back_and_upstream_down_is_explained(driver: t.Any) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}/api/v1"
     env = {"OPENROUTER_BASE_URL": nowhere, "OPENROUTER_API_KEY": "test-key"}
     env["GUNICORN_GRACEFUL_TIMEOUT"] = "3"
-    with _serve(driver, env) as down:
+    with serve(driver, env) as down:
         open_page(driver, down.url("/"))
         status = driver.find_element(By.ID, "status").text
         assert status.startswith("Could not load the model list")
