@@ -276,14 +276,6 @@ class TestStoreContract:
         assert store.append(session.id, "done", "{}") == 1  # cancelled before any GET
         assert store.claim(session.id) is False
 
-    def test_hit_counts_per_key_and_window(self, store: Store, clock: FakeClock) -> None:
-        clock.now = 1_000_000_040.0  # 20 s into a minute
-        assert [store.hit("a", 60)[0] for _ in range(3)] == [1, 2, 3]
-        count, left = store.hit("b", 60)
-        assert count == 1 and left == pytest.approx(40)
-        clock.now += 40  # the next window
-        assert store.hit("a", 60)[0] == 1
-
     def test_claim_expired_session_fails(self, store: Store, clock: FakeClock) -> None:
         session = new_session(clock)
         store.create(session)

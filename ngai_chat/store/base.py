@@ -167,13 +167,6 @@ class Store(t.Protocol):
         end the log with ``upstream_interrupted``.
         """
 
-    def hit(self, key: str, window: int) -> tuple[int, float]:
-        """Count one call for ``key`` in the fixed window of ``window`` seconds
-        that contains now (the rate limiter's counter, shared like the sessions).
-
-        :return: the calls counted in this window so far, and the seconds left in it.
-        """
-
     def count_live(self) -> int:
         """Sessions that are pending or running (not finished, not expired)."""
 

@@ -49,8 +49,6 @@ class MemoryStore:
         self._unfinished = 0
         #: (expires_at, id) of sessions created unclaimed, earliest first
         self._deadlines: list[tuple[float, str]] = []
-        self._hits: dict[str, int] = {}
-        self._hits_window = -1.0
 
     def _live(self, session_id: str, now: float | None = None) -> _Entry | None:
         entry = self._entries.get(session_id)
@@ -176,15 +174,6 @@ class MemoryStore:
         for session_id in expired:
             self._drop(session_id)
         return dropped + len(expired)
-
-    def hit(self, key: str, window: int) -> tuple[int, float]:
-        now = self.clock()
-        start = int(now // window) * window
-        if start != self._hits_window:
-            self._hits.clear()  # a new window: forget every key at once
-            self._hits_window = start
-        self._hits[key] = self._hits.get(key, 0) + 1
-        return self._hits[key], start + window - now
 
     def ping(self) -> None:
         return None

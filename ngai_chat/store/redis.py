@@ -825,21 +825,6 @@ class RedisStore:
         return int(freed)
 
     @_wrap_errors
-    def hit(self, key: str, window: int) -> tuple[int, float]:
-        """Count one call in the current fixed ``window`` (seconds) for ``key``.
-
-        :return: the calls counted in this window so far, and the seconds left in it.
-        """
-        now = self.clock()
-        start = int(now // window) * window
-        counter = f"{self.key_prefix}hits:{key}:{start}"
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.incr(counter)
-        pipe.expire(counter, window + 1)
-        count, _ = pipe.execute()
-        return int(count), start + window - now
-
-    @_wrap_errors
     def ping(self) -> None:
         """Raise :class:`~ngai_chat.errors.StoreUnavailable` if unreachable."""
         self._redis.ping()
