@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import math
 import re
 import typing as t
 import uuid
@@ -41,6 +42,7 @@ from .services import EXTENSION
 from .services import get_services
 from .services import init_app
 from .store import SessionInfo
+from .store.base import ClientAtLimit
 
 __all__ = ["chat_blueprint", "error_response", "http_error_response", "internal_error_response"]
 
@@ -50,6 +52,8 @@ log = logging.getLogger(__name__)
 RETRY_MS = 3000
 #: seconds a client is told to wait when the server is full
 CAPACITY_RETRY_AFTER = 5
+#: seconds a client is told to wait when all its sessions are running
+CLIENT_BUSY_RETRY_AFTER = 5
 HEARTBEAT = sse.comment("keep-alive")
 SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
@@ -225,7 +229,9 @@ def prepare() -> flask.Response:
         expires_at=now + settings.session_ttl,
         client=client,
     )
-    services.store.create(session)
+    at_limit = services.store.create(session, settings.max_sessions_per_client)
+    if at_limit is not None:
+        raise _client_at_limit(at_limit, settings.max_sessions_per_client, now)
     services.metrics.session_created()
     return flask.jsonify(
         sessionId=session.id,
@@ -241,6 +247,27 @@ def _rate_limit_headers(response: flask.Response) -> flask.Response:
     if status is not None:
         response.headers.update(status.headers())
     return response
+
+
+def _client_at_limit(held: ClientAtLimit, limit: int, now: float) -> errors.RateLimited:
+    """The 429 for ``NGAI_MAX_SESSIONS_PER_CLIENT``, with the real wait: until the
+    client's oldest unused session expires, or a short while when every one of
+    its sessions is streaming (one of them will finish).
+    """
+    if held.next_expiry is not None:
+        wait = max(1, math.ceil(held.next_expiry - now))
+        why = (
+            f"try again in {wait} s, when its oldest session not yet streamed expires "
+            "(streaming or DELETE-ing its unused sessions frees them sooner)"
+        )
+    else:
+        wait = CLIENT_BUSY_RETRY_AFTER
+        why = f"all of them are streaming answers; try again in {wait} s, as they finish"
+    return errors.RateLimited(
+        f"This client holds its maximum of {limit} live sessions "
+        f"(NGAI_MAX_SESSIONS_PER_CLIENT): {why}.",
+        retry_after=wait,
+    )
 
 
 def _read_body(limit: int) -> bytes:

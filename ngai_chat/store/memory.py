@@ -14,6 +14,7 @@ import typing as t
 
 import gevent.event
 
+from .base import ClientAtLimit
 from .base import Event
 from .base import GenerationSignals
 from .base import SessionInfo
@@ -49,6 +50,8 @@ class MemoryStore:
         self._unfinished = 0
         #: (expires_at, id) of sessions created unclaimed, earliest first
         self._deadlines: list[tuple[float, str]] = []
+        #: client → ids of its unfinished sessions (expired ones go when looked at)
+        self._by_client: dict[str, set[str]] = {}
 
     def _live(self, session_id: str, now: float | None = None) -> _Entry | None:
         entry = self._entries.get(session_id)
@@ -69,13 +72,40 @@ class MemoryStore:
         if entry is not None:
             if entry.finished_at is None:
                 self._unfinished -= 1
+                self._forget_client(entry.info)
             entry.changed.set()  # readers blocked on it find the session gone
 
-    def create(self, session: SessionInfo) -> None:
+    def _forget_client(self, info: SessionInfo) -> None:
+        held = self._by_client.get(info.client)
+        if held is not None:
+            held.discard(info.id)
+            if not held:
+                del self._by_client[info.client]
+
+    def create(self, session: SessionInfo, client_limit: int = 0) -> ClientAtLimit | None:
         self._drop(session.id)
+        if client_limit > 0 and session.client:
+            refused = self._at_limit(session.client, client_limit)
+            if refused is not None:
+                return refused
         self._entries[session.id] = _Entry(info=session)
         self._unfinished += 1
         heapq.heappush(self._deadlines, (session.expires_at, session.id))
+        if session.client:
+            self._by_client.setdefault(session.client, set()).add(session.id)
+        return None
+
+    def _at_limit(self, client: str, limit: int) -> ClientAtLimit | None:
+        now = self.clock()
+        live = [
+            entry.info
+            for session_id in list(self._by_client.get(client, ()))
+            if (entry := self._live(session_id, now)) is not None
+        ]
+        if len(live) < limit:
+            return None
+        pending = [info.expires_at for info in live if not info.claimed]
+        return ClientAtLimit(held=len(live), next_expiry=min(pending) if pending else None)
 
     def get(self, session_id: str) -> SessionInfo | None:
         entry = self._live(session_id)
@@ -107,6 +137,7 @@ class MemoryStore:
                 entry.finished_at = self.clock()
                 entry.info = dataclasses.replace(entry.info, terminal_id=event.id)
                 self._unfinished -= 1
+                self._forget_client(entry.info)
         if ids:
             changed, entry.changed = entry.changed, gevent.event.Event()
             changed.set()
@@ -180,3 +211,4 @@ class MemoryStore:
 
     def close(self) -> None:
         self._entries.clear()
+        self._by_client.clear()
