@@ -10,6 +10,7 @@ import math
 import time
 import typing as t
 
+import gevent
 from limits import RateLimitItem
 from limits.errors import StorageError
 from limits.storage import storage_from_string
@@ -29,6 +30,7 @@ __all__ = [
     "check_model_allowed",
     "check_token",
     "client_key",
+    "deadline",
     "model_allowed",
     "rate_limiter_for",
     "upstream_body",
@@ -222,3 +224,11 @@ def rate_limiter_for(settings: Settings, store_kind: str) -> RateLimiter | None:
         return None
     url = settings.redis_url if store_kind == "redis" and settings.redis_url else "memory://"
     return RateLimiter(settings.rate_limit, url, key_prefix=f"{settings.redis_key_prefix}rate")
+
+
+def deadline(seconds: float) -> gevent.Timeout:
+    """A context in which blocking I/O gives up after ``seconds`` in all, with
+    :class:`TimeoutError`. It acts in a gevent worker (where a blocked read
+    yields to the hub), and does nothing in a plain thread.
+    """
+    return gevent.Timeout(seconds, TimeoutError)

@@ -31,6 +31,7 @@ from .catalog import filter_models
 from .config import DEMO_MODEL
 from .guards import check_token
 from .guards import client_key
+from .guards import deadline
 from .guards import upstream_body
 from .openapi import openapi_document
 from .relay import Relay
@@ -211,7 +212,9 @@ def prepare() -> flask.Response:
             "Send the body as JSON with 'Content-Type: application/json'"
             + (f" (got '{request.mimetype}')." if request.mimetype else ".")
         )
-    body = upstream_body(validate(parse_json(_read_body(settings.max_body_bytes))), settings)
+    body = upstream_body(
+        validate(parse_json(_read_body(settings.max_body_bytes, settings.client_timeout))), settings
+    )
     origin = request.headers.get("Origin")
     referer = settings.referer or (origin if origin and origin != "null" else None)
     if services.store.count_live() >= settings.max_sessions:
@@ -270,14 +273,28 @@ def _client_at_limit(held: ClientAtLimit, limit: int, now: float) -> errors.Rate
     )
 
 
-def _read_body(limit: int) -> bytes:
+def _read_body(limit: int, timeout: float) -> bytes:
+    """The request body, at most ``limit`` bytes, arrived within ``timeout`` seconds.
+
+    A body read waits on the client: the worker's socket timeout bounds each
+    wait, and this deadline the whole body (a client trickling a byte at a time
+    would pass every single wait).
+    """
     too_large = errors.PayloadTooLarge(
         f"The request body is larger than {limit} bytes (NGAI_MAX_BODY_BYTES); "
         "send a shorter conversation."
     )
     if request.content_length is not None and request.content_length > limit:
         raise too_large
-    data = request.stream.read(limit + 1)
+    try:
+        with deadline(timeout):
+            data = request.stream.read(limit + 1)
+    except OSError:  # timed out, or the client went away (gunicorn's NoMoreData)
+        raise errors.InvalidRequest(
+            f"The request body did not arrive within {timeout:g} s (NGAI_CLIENT_TIMEOUT); "
+            "send it at once, with a correct Content-Length.",
+            field="body",
+        ) from None
     if len(data) > limit:
         raise too_large
     return data
