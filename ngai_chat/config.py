@@ -16,6 +16,8 @@ import typing as t
 from pathlib import Path
 
 from dotenv import dotenv_values
+from limits import RateLimitItem
+from limits import parse_many
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
@@ -67,8 +69,8 @@ class Settings:
     client_timeout: float = 30.0
     cors_origins: tuple[str, ...] = ("*",)
     api_tokens: tuple[str, ...] = dataclasses.field(default=(), repr=False)
-    #: ``(calls, window seconds)`` per client, or ``None`` for no limit
-    rate_limit: tuple[int, int] | None = None
+    #: the windows of ``NGAI_RATE_LIMIT`` (each applies), or ``None`` for no limit
+    rate_limit: tuple[RateLimitItem, ...] | None = None
     trusted_proxies: int = 0
     max_streams: int = 5_000
     log_format: str = "text"
@@ -148,18 +150,16 @@ def _log_format(raw: str) -> str:
     return value
 
 
-_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
-_WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-
-
-def _rate(raw: str) -> tuple[int, int] | None:
-    """``"20/minute"`` → ``(20, 60)``: calls allowed per window of seconds."""
+def _rate(raw: str) -> tuple[RateLimitItem, ...] | None:
+    """``"20/minute;500/day"`` → its windows, parsed by :func:`limits.parse_many`
+    (``None`` when empty); every window must allow at least one call.
+    """
     if not raw.strip():
         return None
-    match = _RATE_RE.match(raw.lower())
-    if not match:
+    windows = tuple(parse_many(raw.strip()))
+    if not windows or any(window.amount < 1 for window in windows):
         raise ValueError(raw)
-    return int(match.group(1)), _WINDOWS[match.group(2)]
+    return windows
 
 
 #: variable → (Settings field, parser, expected form shown in errors)
@@ -208,7 +208,11 @@ VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
     "NGAI_CLIENT_TIMEOUT": ("client_timeout", _positive_float, "a number of seconds > 0"),
     "NGAI_CORS_ORIGINS": ("cors_origins", _csv, "* or a comma-separated list of origins"),
     "NGAI_API_TOKENS": ("api_tokens", _csv, "a comma-separated list of tokens"),
-    "NGAI_RATE_LIMIT": ("rate_limit", _rate, "N/second, N/minute, N/hour or N/day"),
+    "NGAI_RATE_LIMIT": (
+        "rate_limit",
+        _rate,
+        "N/second, N/minute, N/hour or N/day, several separated by ';' (20/minute;500/day)",
+    ),
     "NGAI_TRUSTED_PROXIES": ("trusted_proxies", _non_negative_int, "a whole number >= 0"),
     "NGAI_MAX_STREAMS": ("max_streams", _positive_int, "a whole number > 0"),
     "NGAI_LOG_FORMAT": ("log_format", _log_format, "text or json"),

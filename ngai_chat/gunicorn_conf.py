@@ -20,7 +20,7 @@ from ngai_chat.config import read_dotenv
 from ngai_chat.log import emit
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '3000')}"
-worker_class = "gevent"
+worker_class = "ngai_chat.worker.ClientTimeoutWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 #: open connections per worker; NGAI_MAX_STREAMS stays below it
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "6000"))

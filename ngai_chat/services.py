@@ -20,6 +20,7 @@ from .config import DEMO_MODEL
 from .config import Settings
 from .config import load_settings
 from .guards import RateLimiter
+from .guards import rate_limiter_for
 from .log import configure_logging
 from .metrics import Metrics
 from .relay import Relay
@@ -106,9 +107,7 @@ def init_app(
         sweeper=Sweeper(store, settings.sweep_interval, clock=clock),
         models=ModelsCache(upstream, settings.models_cache_ttl),
         metrics=metrics,
-        rate_limiter=(
-            None if settings.rate_limit is None else RateLimiter(*settings.rate_limit, store.hit)
-        ),
+        rate_limiter=rate_limiter_for(settings, store.kind),
         clock=clock,
     )
     app.extensions[EXTENSION] = services
