@@ -192,7 +192,8 @@ def test_a_reader_that_stops_reading_is_dropped_and_cleaned_up(
 ) -> None:
     model = f"test/big-{uuid.uuid4().hex[:8]}"
     piece = "0123456789abcdef" * 4096  # 64 KiB of text per chunk
-    fake.script(model, fu.text_chunks([piece] * 160))  # a 10 MiB answer
+    # a 6 MiB answer: 12 MiB of event data (content twice), under NGAI_MAX_LOG_BYTES
+    fake.script(model, fu.text_chunks([piece] * 100))
     sid = session_id(live, model)
     with StreamReader(live.url(f"/stream/{sid}"), timeout=30) as reader:
         frames = reader.read_all()
