@@ -22,11 +22,10 @@ from flask.blueprints import BlueprintSetupState
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from . import __version__
 from . import errors
 from . import sse
+from ._version import __version__
 from .catalog import filter_models
-from .config import DEMO_MODEL
 from .guards import check_token
 from .guards import client_key
 from .guards import upstream_body
@@ -151,7 +150,7 @@ def index() -> str:
         "ngai_chat/index.html",
         api_base=api_base,
         demo=services.settings.demo,
-        default_model=DEMO_MODEL if services.settings.demo else services.settings.default_model,
+        default_model=services.settings.effective_default_model,
         version=__version__,
     )
 

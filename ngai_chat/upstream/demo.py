@@ -15,11 +15,11 @@ import uuid
 
 import gevent
 
+from ..config import DEMO_MODEL
 from . import Chunk
 
 __all__ = ["DEMO_MODEL", "DemoUpstream"]
 
-DEMO_MODEL = "ngai/demo"
 _WORDS = re.compile(r"\S+\s*")
 
 

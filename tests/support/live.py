@@ -71,7 +71,7 @@ class LiveApp:
         clean = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("NGAI_", "OPENROUTER_")) and k not in {"REDIS_URL", "PORT"}
+            if not k.startswith(("NGAI_", "OPENROUTER_")) and k not in {"REDIS_URL", "HOST", "PORT"}
         }
         clean.update({"PYTHONUNBUFFERED": "1", "PORT": str(self.port)})
         clean.update(env or {})
