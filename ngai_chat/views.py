@@ -26,6 +26,7 @@ from . import errors
 from . import sse
 from ._version import __version__
 from .catalog import filter_models
+from .catalog import wants_free
 from .guards import check_token
 from .guards import client_key
 from .guards import upstream_body
@@ -345,7 +346,7 @@ def cancel(session_id: str) -> flask.Response:
 def models() -> flask.Response:
     services = get_services()
     data, stale = services.models.get()
-    free_only = request.args.get("free", "").lower() in {"1", "true", "yes"}
+    free_only = wants_free(request.args.get("free"))
     response = flask.jsonify(
         filter_models(data, allowlist=services.settings.model_allowlist, free_only=free_only)
     )
