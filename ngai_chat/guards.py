@@ -16,7 +16,6 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from .config import DEMO_MODEL
 from .config import Settings
 from .errors import ModelNotAllowed
 from .errors import RateLimited
@@ -60,7 +59,7 @@ def upstream_body(chat: ChatRequest, settings: Settings) -> dict[str, t.Any]:
 
     :raises ModelNotAllowed: a model outside ``NGAI_MODEL_ALLOWLIST``.
     """
-    model = chat.model or (DEMO_MODEL if settings.demo else settings.default_model)
+    model = chat.model or settings.effective_default_model
     check_model_allowed(model, settings.model_allowlist)
     for index, fallback in enumerate(chat.params.get("models", ())):
         check_model_allowed(fallback, settings.model_allowlist, field=f"models[{index}]")

@@ -16,12 +16,12 @@ import flask
 from flask import current_app
 
 from .catalog import ModelsCache
-from .config import DEMO_MODEL
 from .config import Settings
 from .config import load_settings
 from .guards import RateLimiter
 from .guards import rate_limiter_for
 from .log import configure_logging
+from .log import give_startup_notices
 from .metrics import Metrics
 from .relay import Relay
 from .store import Store
@@ -66,6 +66,7 @@ def init_app(
     store: Store | None = None,
     upstream: Upstream | None = None,
     clock: t.Callable[[], float] = time.time,
+    standalone: bool = False,
 ) -> Services:
     """Build the app's services from its settings (once per app).
 
@@ -73,6 +74,8 @@ def init_app(
         ``app.config``, the environment and ``.env``.
     :param store: defaults to the store for ``REDIS_URL``.
     :param upstream: defaults to OpenRouter, or the demo model with ``NGAI_DEMO=1``.
+    :param standalone: the app is :func:`~ngai_chat.create_app`'s, whose server
+        checks the worker count; a mounted one is warned about the memory store.
     :raises ConfigError: a setting is missing or malformed.
     """
     if EXTENSION in app.extensions:
@@ -80,6 +83,13 @@ def init_app(
     settings = settings or load_settings(app.config)
     configure_logging([settings.api_key], settings.log_format)
     if store is None:
+        if not standalone and settings.store_kind == "memory":
+            # nothing stops the host app's server from running several workers
+            log.warning(
+                "no REDIS_URL: sessions live in this process's memory, which suits one "
+                "worker process only; with several workers or instances, set REDIS_URL "
+                "(e.g. redis://localhost:6379/0) so that they share sessions."
+            )
         store = store_from_url(
             settings.redis_url,
             replay_ttl=settings.replay_ttl,
@@ -111,14 +121,7 @@ def init_app(
         clock=clock,
     )
     app.extensions[EXTENSION] = services
-    if settings.demo:
-        log.warning(
-            "Demo mode (NGAI_DEMO=1): no upstream is called; the offline model %r answers "
-            "every request. Set OPENROUTER_API_KEY to relay real models.",
-            DEMO_MODEL,
-        )
-    else:
-        log.info("relaying to %s (store: %s)", settings.base_url, store.kind)
+    give_startup_notices(settings, log)
     return services
 
 

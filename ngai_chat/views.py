@@ -23,12 +23,12 @@ from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
-from . import __version__
 from . import errors
 from . import sse
+from ._version import __version__
 from .catalog import filter_models
+from .catalog import wants_free
 from .chunks import error_data
-from .config import DEMO_MODEL
 from .guards import check_token
 from .guards import client_key
 from .guards import deadline
@@ -182,7 +182,7 @@ def index() -> str:
         "ngai_chat/index.html",
         api_base=api_base,
         demo=services.settings.demo,
-        default_model=DEMO_MODEL if services.settings.demo else services.settings.default_model,
+        default_model=services.settings.effective_default_model,
         version=__version__,
     )
 
@@ -451,7 +451,7 @@ def cancel(session_id: str) -> flask.Response:
 def models() -> flask.Response:
     services = get_services()
     data, stale = services.models.get()
-    free_only = request.args.get("free", "").lower() in {"1", "true", "yes"}
+    free_only = wants_free(request.args.get("free"))
     response = flask.jsonify(
         filter_models(data, allowlist=services.settings.model_allowlist, free_only=free_only)
     )

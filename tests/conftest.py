@@ -34,7 +34,12 @@ class Clock:
 def _clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: t.Any) -> None:
     """No test sees the developer's key, Redis or settings, nor a ``.env`` file."""
     for name in list(os.environ):
-        if name.startswith(("NGAI_", "OPENROUTER_")) or name in {"REDIS_URL", "PORT", "REFERER"}:
+        if name.startswith(("NGAI_", "OPENROUTER_")) or name in {
+            "REDIS_URL",
+            "HOST",
+            "PORT",
+            "REFERER",
+        }:
             monkeypatch.delenv(name)
     monkeypatch.delenv("X_TITLE", raising=False)
     monkeypatch.chdir(tmp_path)
