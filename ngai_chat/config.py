@@ -17,6 +17,9 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from .budget import Budget
+from .budget import parse_budget
+
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -69,6 +72,9 @@ class Settings:
     api_tokens: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     #: ``(calls, window seconds)`` per client, or ``None`` for no limit
     rate_limit: tuple[int, int] | None = None
+    #: what one client / the whole server may spend per window, or ``None``
+    budget_per_client: Budget | None = None
+    budget_total: Budget | None = None
     trusted_proxies: int = 0
     max_streams: int = 5_000
     log_format: str = "text"
@@ -162,6 +168,11 @@ def _rate(raw: str) -> tuple[int, int] | None:
     return int(match.group(1)), _WINDOWS[match.group(2)]
 
 
+_BUDGET_FORM = (
+    "an amount > 0 of tokens or US dollars per second, minute, hour or day, "
+    "such as '200000 tokens/day' or '2.50 usd/day'"
+)
+
 #: variable → (Settings field, parser, expected form shown in errors)
 VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
     "OPENROUTER_API_KEY": ("api_key", _text, "a key string"),
@@ -209,6 +220,8 @@ VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
     "NGAI_CORS_ORIGINS": ("cors_origins", _csv, "* or a comma-separated list of origins"),
     "NGAI_API_TOKENS": ("api_tokens", _csv, "a comma-separated list of tokens"),
     "NGAI_RATE_LIMIT": ("rate_limit", _rate, "N/second, N/minute, N/hour or N/day"),
+    "NGAI_BUDGET_PER_CLIENT": ("budget_per_client", parse_budget, _BUDGET_FORM),
+    "NGAI_BUDGET_TOTAL": ("budget_total", parse_budget, _BUDGET_FORM),
     "NGAI_TRUSTED_PROXIES": ("trusted_proxies", _non_negative_int, "a whole number >= 0"),
     "NGAI_MAX_STREAMS": ("max_streams", _positive_int, "a whole number > 0"),
     "NGAI_LOG_FORMAT": ("log_format", _log_format, "text or json"),

@@ -18,6 +18,7 @@ _ERROR_CODES = [
     "unauthorized",
     "model_not_allowed",
     "rate_limited",
+    "budget_exceeded",
     "capacity_exceeded",
     "session_not_found",
     "upstream_bad_request",
