@@ -99,7 +99,7 @@ def init_app(
         provider=upstream.name,
         info={"version": __version__, "store": store.kind, "upstream": upstream.name},
     )
-    metrics.live_sessions = store.count_live
+    metrics.live_sessions = lambda: store.count_live()
     budgets = budgets_from_settings(
         settings.budget_per_client,
         settings.budget_total,
