@@ -221,10 +221,10 @@ def test_metrics_off_counts_nothing_but_still_reports_finished(make_app: t.Any) 
 # --- a gunicorn instance of three workers on Redis ----------------------------------
 
 
-def per_worker(directory: Path, name: str) -> dict[int, float]:
+def per_worker(directory: Path, name: str, kind: str = "counter") -> dict[int, float]:
     """``name``'s value in each worker's own file (the files the scrape merges)."""
     found: dict[int, float] = {}
-    for path in directory.glob("counter_*.db"):
+    for path in directory.glob(f"{kind}_[0-9]*.db"):
         pid = int(path.stem.rsplit("_", 1)[1])
         for family in MultiProcessCollector.merge([str(path)], accumulate=True):
             for sample in family.samples:
@@ -303,14 +303,16 @@ def test_every_scrape_sums_every_worker_even_a_killed_one(
         wait_until(spread, 60, "traffic on at least two workers")
         assert done >= 12
 
+        held = 0  # streams left open on purpose, whose generations never end
+
         def instance_totals(expected: int) -> Samples | None:
             samples = samples_of(requests.get(app.url("/metrics"), timeout=5).text)
             counts = (
                 value(samples, "ngai_sessions_created_total"),
-                value(samples, "ngai_generations_total", outcome="done"),
                 value(samples, "ngai_streams_total"),
+                value(samples, "ngai_generations_total", outcome="done"),
             )
-            return samples if counts == (expected,) * 3 else None
+            return samples if counts == (expected + held, expected + held, expected) else None
 
         # generations report after their terminal event: wait for the last of them
         wait_until(lambda: instance_totals(done), 10, f"{done} sessions in the metrics")
@@ -325,18 +327,42 @@ def test_every_scrape_sums_every_worker_even_a_killed_one(
         assert value(samples, "ngai_tokens_total", model=answering, kind="cached") == 4 * done
         assert math.isclose(value(samples, "ngai_cost_usd_total", model=answering), 0.000375 * done)
 
-        # SIGKILL a worker that served sessions; gunicorn replaces it
+        # hold a stream open on a worker that served sessions, then SIGKILL that worker
+        hanging = f"test/hang-{uuid.uuid4().hex[:8]}"
+        fake.script(hanging, [fu.Chunk(fu.make_chunk("x")), fu.Hang()])
         served = per_worker(metrics_dir, "ngai_sessions_created_total")
-        victim = max((pid for pid in pids if pid in served), key=lambda pid: served[pid])
-        assert served[victim] > 0
-        os.kill(victim, signal.SIGKILL)
-        wait_until(
-            lambda: len(app.worker_pids()) == 3 and victim not in app.worker_pids(),
-            20,
-            "the killed worker replaced",
-        )
-        for _ in range(12):
-            assert instance_totals(done) is not None, "a killed worker's counts were lost"
+        readers: list[StreamReader] = []
+
+        def holder_that_served() -> int | None:
+            nonlocal held
+            body = {"model": hanging, "messages": [{"role": "user", "content": "Hi"}]}
+            sid = requests.post(app.url("/prepare"), json=body, timeout=10).json()["sessionId"]
+            reader = StreamReader(app.url(f"/stream/{sid}"), timeout=20)
+            readers.append(reader)
+            reader.until(lambda frame: frame.name == "chunk")
+            held += 1
+            holding = per_worker(metrics_dir, "ngai_streams_open", "gauge_livesum")
+            return next((p for p, n in holding.items() if n > 0 and served.get(p, 0) > 0), None)
+
+        try:
+            victim = wait_until(holder_that_served, 20, "a stream held by a worker that served")
+            assert value(instance_totals(done) or {}, "ngai_streams_open") == held
+            on_victim = per_worker(metrics_dir, "ngai_streams_open", "gauge_livesum")[victim]
+            os.kill(victim, signal.SIGKILL)
+            wait_until(
+                lambda: len(app.worker_pids()) == 3 and victim not in app.worker_pids(),
+                20,
+                "the killed worker replaced",
+            )
+            for _ in range(12):
+                samples = instance_totals(done)
+                assert samples is not None, "a killed worker's counts were lost"
+                # its gauges went with it (child_exit); the other held streams stay open
+                assert value(samples, "ngai_streams_open") == held - on_victim
+                assert value(samples, "ngai_generations_running") == held - on_victim
+        finally:
+            for reader in readers:
+                reader.close()
         # the survivors and the newcomer go on counting into the same sums
         burst(app, 3)
         wait_until(lambda: instance_totals(done), 10, "the new sessions counted")
