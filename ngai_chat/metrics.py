@@ -246,8 +246,11 @@ class Metrics:
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         #: ``live_sessions() -> int``, read at scrape time (the store's count)
         self.live_sessions: t.Callable[[], int] | None = None
-        #: ``running() -> int``: generations in flight in this process
+        #: ``running() -> int``: generations in flight in this process, read when a
+        #: stream opens and when a generation finishes (unless the relay reports
+        #: :meth:`generation_started` itself)
         self.running: t.Callable[[], int] | None = None
+        self._starts_reported = False
         self._listeners: list[t.Callable[[Finished], None]] = []
         #: the private registry (one-process mode), where the metrics below live
         self.registry = CollectorRegistry()
@@ -314,6 +317,14 @@ class Metrics:
         if self.enabled:
             self.streams_open.dec()
 
+    def generation_started(self) -> None:
+        """A generation started in this process (optional: without it the gauge is
+        read from :attr:`running`).
+        """
+        if self.enabled:
+            self._starts_reported = True
+            self.generations_running.inc()
+
     def generation_finished(self, finished: Finished) -> None:
         """A generation ended its log (once per generation, in the process that ran it).
 
@@ -326,7 +337,10 @@ class Metrics:
                 log.exception("a generation_finished listener failed")
         if not self.enabled:
             return
-        self._count_running()
+        if self._starts_reported:
+            self.generations_running.dec()
+        else:
+            self._count_running()
         self.generations.labels(finished.outcome).inc()
         if finished.outcome in UPSTREAM_ERROR_CODES:
             self.upstream_errors.labels(finished.outcome).inc()
@@ -382,7 +396,7 @@ class Metrics:
         # a generation starts right before the stream that asked for it opens, and
         # leaves ``running`` right before it reports finishing: both moments
         # refresh this process's gauge, so the relay needs no call of its own
-        if self.running is not None:
+        if self.running is not None and not self._starts_reported:
             self.generations_running.set(self.running())
 
 

@@ -19,6 +19,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from ngai_chat import errors
+from ngai_chat.metrics import Finished
+from ngai_chat.metrics import Metrics
 from tests.conftest import API_KEY
 from tests.support import fake_upstream as fu
 from tests.support.live import LiveApp
@@ -368,3 +370,15 @@ def test_every_scrape_sums_every_worker_even_a_killed_one(
         wait_until(lambda: instance_totals(done), 10, "the new sessions counted")
     # the master removes the directory it made, and leaves the operator's
     assert metrics_dir.exists() is own_dir
+
+
+def test_running_gauge_from_reported_starts() -> None:
+    metrics = Metrics()
+    metrics.running = lambda: 99  # ignored once the relay reports starts itself
+    metrics.generation_started()
+    metrics.generation_started()
+    metrics.stream_opened()
+    metrics.generation_finished(Finished("done", "m", None, 1, "ip:x"))
+    samples = samples_of(metrics.render().decode())
+    assert value(samples, "ngai_generations_running") == 1
+    assert value(samples, "ngai_streams_open") == 1
