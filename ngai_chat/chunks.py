@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 
-
 def _json_string(text: str) -> str:
     """``text`` as a JSON string literal (the hot path's one encoding per chunk)."""
     try:

@@ -19,6 +19,9 @@ from dotenv import dotenv_values
 from limits import RateLimitItem
 from limits import parse_many
 
+from .budget import Budget
+from .budget import parse_budget
+
 __all__ = ["ConfigError", "Settings", "load_server_settings", "load_settings"]
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -78,6 +81,9 @@ class Settings:
     api_tokens: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     #: the windows of ``NGAI_RATE_LIMIT`` (each applies), or ``None`` for no limit
     rate_limit: tuple[RateLimitItem, ...] | None = None
+    #: what one client / the whole server may spend per window, or ``None``
+    budget_per_client: Budget | None = None
+    budget_total: Budget | None = None
     trusted_proxies: int = 0
     max_streams: int = 5_000
     log_format: str = "text"
@@ -209,6 +215,11 @@ def _rate(raw: str) -> tuple[RateLimitItem, ...] | None:
     return windows
 
 
+_BUDGET_FORM = (
+    "an amount > 0 of tokens or US dollars per second, minute, hour or day, "
+    "such as '200000 tokens/day' or '2.50 usd/day'"
+)
+
 #: variable → (Settings field, parser, expected form shown in errors)
 VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
     "OPENROUTER_API_KEY": ("api_key", _text, "a key string"),
@@ -265,6 +276,8 @@ VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
         _rate,
         "N/second, N/minute, N/hour or N/day, several separated by ';' (20/minute;500/day)",
     ),
+    "NGAI_BUDGET_PER_CLIENT": ("budget_per_client", parse_budget, _BUDGET_FORM),
+    "NGAI_BUDGET_TOTAL": ("budget_total", parse_budget, _BUDGET_FORM),
     "NGAI_TRUSTED_PROXIES": ("trusted_proxies", _non_negative_int, "a whole number >= 0"),
     "NGAI_MAX_STREAMS": ("max_streams", _positive_int, "a whole number > 0"),
     "NGAI_LOG_FORMAT": ("log_format", _log_format, "text or json"),

@@ -15,9 +15,12 @@ otherwise; the Procfile binds ``0.0.0.0:$PORT`` itself, as a PaaS needs.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import typing as t
+from pathlib import Path
 
 import ngai_chat.log
 from ngai_chat.config import ConfigError
@@ -101,6 +104,7 @@ def on_starting(server: t.Any) -> None:
             "GUNICORN_WORKER_CONNECTIONS.",
             level="warning",
         )
+    setup_metrics_dir(settings.metrics)
     for level, message in startup_notices(settings):
         server.log.log(level, "ngai_chat: %s", message)
     # the workers fork from here and inherit it: they do not say these again
@@ -124,6 +128,45 @@ def when_ready(server: t.Any) -> None:
             server.log.info(
                 "ngai_chat: serving on http://%s:%s/", f"[{host}]" if ":" in host else host, port
             )
+
+
+#: the metrics directory this master made (and removes on exit), if any
+_metrics_dir_made: str | None = None
+
+
+def setup_metrics_dir(enabled: bool) -> None:
+    """Give the workers a fresh ``PROMETHEUS_MULTIPROC_DIR`` (in the master, before any
+    fork): a new temporary directory, or the operator's own emptied of the last
+    run's files, so that a scrape sums this run's workers only.
+
+    :param enabled: ``NGAI_METRICS``; off, nothing is set up.
+    """
+    global _metrics_dir_made
+    if not enabled:
+        return
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        for stale in Path(path).glob("*.db"):
+            stale.unlink(missing_ok=True)
+    else:
+        path = _metrics_dir_made = tempfile.mkdtemp(prefix="ngai-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    emit(f"metrics: GET /metrics sums the workers' samples kept in {path}")
+
+
+def child_exit(server: t.Any, worker: t.Any) -> None:
+    """A worker exited (or was killed): its counters stay in the sum, its gauges go."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: t.Any) -> None:
+    """Remove the metrics directory this master made."""
+    if _metrics_dir_made is not None:
+        shutil.rmtree(_metrics_dir_made, ignore_errors=True)
 
 
 def post_worker_init(worker: t.Any) -> None:

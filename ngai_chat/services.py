@@ -15,6 +15,9 @@ import typing as t
 import flask
 from flask import current_app
 
+from . import __version__
+from .budget import Budgets
+from .budget import budgets_from_settings
 from .catalog import ModelsCache
 from .config import Settings
 from .config import load_settings
@@ -50,6 +53,8 @@ class Services:
     metrics: Metrics
     #: ``None`` when ``NGAI_RATE_LIMIT`` is unset
     rate_limiter: RateLimiter | None = None
+    #: ``None`` when neither ``NGAI_BUDGET_PER_CLIENT`` nor ``NGAI_BUDGET_TOTAL`` is set
+    budgets: Budgets | None = None
     #: wall-clock source for session deadlines
     clock: t.Callable[[], float] = time.time
 
@@ -100,7 +105,21 @@ def init_app(
         )
     if upstream is None:
         upstream = _default_upstream(settings)
-    metrics = Metrics()
+    metrics = Metrics(
+        enabled=settings.metrics,
+        provider=upstream.name,
+        info={"version": __version__, "store": store.kind, "upstream": upstream.name},
+    )
+    metrics.live_sessions = lambda: store.count_live()
+    budgets = budgets_from_settings(
+        settings.budget_per_client,
+        settings.budget_total,
+        redis_url=settings.redis_url,
+        key_prefix=settings.redis_key_prefix,
+        clock=clock,
+    )
+    if budgets is not None:
+        metrics.on_finished(budgets.record)
     services = Services(
         settings=settings,
         store=store,
@@ -118,8 +137,11 @@ def init_app(
         models=ModelsCache(upstream, settings.models_cache_ttl),
         metrics=metrics,
         rate_limiter=rate_limiter_for(settings, store.kind),
+        budgets=budgets,
         clock=clock,
     )
+    relay = services.relay
+    metrics.running = lambda: len(relay.running)
     app.extensions[EXTENSION] = services
     give_startup_notices(settings, log)
     return services

@@ -33,6 +33,7 @@ from .guards import check_token
 from .guards import client_key
 from .guards import deadline
 from .guards import upstream_body
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .openapi import openapi_document
 from .relay import Reader
 from .relay import ShuttingDown
@@ -208,6 +209,8 @@ def prepare() -> flask.Response:
         raise errors.CapacityExceeded(
             "This server is restarting; send the request again.", retry_after=1
         )
+    if services.budgets is not None:
+        services.budgets.check(client)
     if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
         raise errors.UnsupportedMediaType(
             "Send the body as JSON with 'Content-Type: application/json'"
@@ -493,20 +496,4 @@ def metrics() -> flask.Response:
     services = get_services()
     if not services.settings.metrics:
         raise errors.NotFound("Metrics are off; set NGAI_METRICS=1 to serve them here.")
-    try:
-        live = float(services.store.count_live())
-    except errors.StoreUnavailable:
-        live = float("nan")
-    text = services.metrics.render(
-        info={
-            "version": __version__,
-            "store": services.store.kind,
-            "upstream": services.upstream.name,
-        },
-        gauges={
-            "ngai_sessions_live": live,
-            "ngai_streams_open": services.relay.open_streams,
-            "ngai_generations_running": len(services.relay.running),
-        },
-    )
-    return flask.Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
+    return flask.Response(services.metrics.render(), content_type=METRICS_CONTENT_TYPE)

@@ -146,7 +146,11 @@ def test_metrics(make_app: t.Any) -> None:
     assert samples['ngai_requests_rejected_total{code="unsupported_media_type"}'] == 1
     assert (
         samples["ngai_streams_open"] == 0
-        and samples["ngai_upstream_first_chunk_seconds_count"] == 1
+        and samples[
+            "gen_ai_client_operation_time_to_first_chunk_seconds_count"
+            '{gen_ai_operation_name="chat",gen_ai_provider_name="openrouter"}'
+        ]
+        == 1
     )
     for name in ("ngai_sessions_live", "ngai_generations_running", "ngai_streams_total"):
         assert f"# TYPE {name} " in text
