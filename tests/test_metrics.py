@@ -19,6 +19,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from ngai_chat import errors
+from ngai_chat.config import DEFAULT_MODEL
 from ngai_chat.metrics import Finished
 from ngai_chat.metrics import Metrics
 from tests.conftest import API_KEY
@@ -97,7 +98,7 @@ def test_tokens_and_cost_match_the_usage(make_app: t.Any) -> None:
     usage_labels = {
         "gen_ai_operation_name": "chat",
         "gen_ai_provider_name": "openrouter",
-        "gen_ai_request_model": model,
+        "gen_ai_request_model": DEFAULT_MODEL,  # what /prepare asked for: the default
         "gen_ai_response_model": model,
     }
     for kind, per_answer in (("input", 12), ("output", 30)):
