@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.support.fake_upstream import Abort
+from tests.support.fake_upstream import Begin
 from tests.support.fake_upstream import Comment
 from tests.support.fake_upstream import Done
 from tests.support.fake_upstream import FakeUpstream
@@ -254,6 +255,16 @@ def test_trickle_sends_each_byte_in_its_own_write(fake: FakeUpstream) -> None:
         pieces = list(response.iter_content(chunk_size=None))
 
     assert pieces == [bytes([byte]) for byte in data]
+
+
+def test_begin_sends_the_head_before_any_body(fake: FakeUpstream) -> None:
+    fake.script("test/begin", [Begin({"X-Extra": "1"}), Hang()])
+
+    with open_raw(fake, "test/begin") as sock:
+        head = recv_until(sock, b"\r\n\r\n")
+
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"X-Extra: 1\r\n" in head and b"Transfer-Encoding: chunked\r\n" in head
 
 
 def test_abort_ends_the_body_unfinished(fake: FakeUpstream) -> None:

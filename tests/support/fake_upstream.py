@@ -40,6 +40,8 @@ A script is a list of steps, played in order; a callable taking the
 - :class:`Pause` -- silence for N seconds, watching for the client closing;
 - :class:`Hang` -- silence until the client closes (or the fake stops);
 - :class:`Abort` -- close the connection mid-body (EOF, or a TCP reset);
+- :class:`Begin` -- send the stream's status line and headers now (they otherwise go
+  out with the first bytes written);
 - :class:`Respond` -- a whole non-stream response (status, body, content type, extra
   headers such as ``Retry-After``) instead of a stream; it must come before anything
   is written, and ends the script. Builders: :func:`error_response` (OpenRouter's
@@ -105,6 +107,7 @@ __all__ = [
     "DEFAULT_MODELS",
     "DEFAULT_USAGE",
     "Abort",
+    "Begin",
     "Chunk",
     "ClientGone",
     "Comment",
@@ -298,9 +301,15 @@ class Connection:
         #: close with a TCP reset rather than a FIN
         self.reset = False
 
-    def begin(self) -> None:
-        """Send the head of a chunked ``200 text/event-stream`` response."""
-        self._send(_head(200, _STREAM_HEADERS, {"Transfer-Encoding": "chunked"}))
+    def begin(self, headers: Mapping[str, str] | None = None) -> None:
+        """Send the head of a chunked ``200 text/event-stream`` response.
+
+        :param headers: extra headers; they replace defaults of the same name.
+        :raises ScriptError: the head was already sent.
+        """
+        if self.head_sent:
+            raise ScriptError("the response head was already sent")
+        self._send(_head(200, _STREAM_HEADERS, {"Transfer-Encoding": "chunked"}, headers or {}))
         self.head_sent = True
 
     def write(self, data: bytes) -> None:
@@ -483,6 +492,18 @@ class Abort:
 
     def play(self, conn: Connection) -> None:
         conn.abort(reset=self.reset)
+
+
+@dataclasses.dataclass(frozen=True)
+class Begin:
+    """Send the stream's ``200`` status line and headers now, with ``headers`` added
+    (so that what follows, a :class:`Raw` body for instance, is all body).
+    """
+
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def play(self, conn: Connection) -> None:
+        conn.begin(self.headers)
 
 
 @dataclasses.dataclass(frozen=True)
