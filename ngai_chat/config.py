@@ -286,6 +286,10 @@ VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
 }
 
 
+#: values never repeated in an error message (a URL may carry a password)
+_SECRET_VARIABLES = frozenset({"OPENROUTER_API_KEY", "NGAI_API_TOKENS", "REDIS_URL"})
+
+
 def read_dotenv(path: str | os.PathLike[str] = ".env") -> dict[str, str]:
     """The variables of a ``.env`` file, or ``{}`` when there is none."""
     if not Path(path).is_file():
@@ -322,8 +326,9 @@ def _parse(names: t.Iterable[str], sources: list[t.Mapping[str, t.Any]]) -> dict
         try:
             values[field] = parse(raw)
         except ValueError:
+            shown = "" if name in _SECRET_VARIABLES else f"={raw!r}"
             raise ConfigError(
-                f"Invalid {name}={raw!r}: expected {expected}. Fix it in the environment or .env."
+                f"Invalid {name}{shown}: expected {expected}. Fix it in the environment or .env."
             ) from None
     return values
 

@@ -162,8 +162,12 @@ def test_store_url_of_no_store_names_redis_url(url: str) -> None:
 
 
 def test_bad_redis_url_stops_startup_naming_it(make_app: t.Any) -> None:
-    with pytest.raises(ConfigError, match="REDIS_URL"):
-        make_app(REDIS_URL="mysql://localhost/db")
+    with pytest.raises(ConfigError, match="REDIS_URL") as raised:
+        make_app(REDIS_URL="mysql://user:hunter2@localhost/db")
+    assert "hunter2" not in str(raised.value)  # a URL may carry a password
+    with pytest.raises(ConfigError, match=r"scheme \(none\)") as raised:
+        store_from_url("user:hunter2@localhost:6379", replay_ttl=1.0)
+    assert "hunter2" not in str(raised.value)
 
 
 class Records(logging.Handler):

@@ -27,6 +27,8 @@ from ngai_chat.errors import StoreUnavailable
 from ngai_chat.store import SessionInfo
 from ngai_chat.store import Store
 from ngai_chat.store import store_from_url
+from tests.support import helpers
+from tests.support.helpers import Clock
 from tests.support.redis_server import RedisServer
 from tests.support.redis_server import free_port
 
@@ -39,17 +41,11 @@ HEARTBEAT = 15.0
 PRESENCE_TTL = 2 * HEARTBEAT + 5.0
 
 
-class FakeClock:
-    """A wall clock that moves only when told to."""
+class FakeClock(Clock):
+    """The shared fake clock, starting at this module's ``T0``."""
 
     def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+        super().__init__(now)
 
 
 def new_session(clock: FakeClock, **changes: t.Any) -> SessionInfo:
@@ -72,13 +68,8 @@ def new_session(clock: FakeClock, **changes: t.Any) -> SessionInfo:
 
 
 def wait_until(predicate: t.Callable[[], t.Any], timeout: float, what: str) -> t.Any:
-    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
-    return value
+    """The shared :func:`~tests.support.helpers.wait_until`, polling every 5 ms."""
+    return helpers.wait_until(predicate, timeout, what, interval=0.005)
 
 
 def blocked_clients(url: str, client_name: str) -> int:

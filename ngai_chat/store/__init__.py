@@ -37,7 +37,8 @@ def store_from_url(
         return MemoryStore(replay_ttl=replay_ttl, clock=clock)
     if not url.startswith(REDIS_SCHEMES):
         # redis-py would say something about its own URL parsing; say which setting
-        scheme = url.split("://", 1)[0] + "://" if "://" in url else repr(url)
+        # (only the scheme is shown: the rest may hold a password)
+        scheme = url.split("://", 1)[0] + "://" if "://" in url else "(none)"
         raise ConfigError(
             f"Invalid REDIS_URL: the scheme {scheme} selects no store. Use memory:// (one "
             "process) or a redis://, rediss:// or unix:// URL such as redis://localhost:6379/0."

@@ -10,38 +10,20 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import typing as t
 from pathlib import Path
 
 import requests
 
+from tests.support.helpers import free_port
+from tests.support.helpers import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 
 __all__ = ["ROOT", "LiveApp", "free_port", "wait_until"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: t.Callable[[], t.Any], timeout: float, what: str) -> t.Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class LiveApp:
