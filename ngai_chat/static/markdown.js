@@ -326,37 +326,65 @@ function flanking(text, start, end) {
   return { open: left, close: right };
 }
 
-/** Index past the code span that starts at `i`, or -1 when it is not closed. */
-function codeSpanEnd(text, i) {
-  let run = 0;
-  while (text[i + run] === "`") run += 1;
-  let j = i + run;
-  while (j < text.length) {
-    if (text[j] !== "`") {
-      j += 1;
-      continue;
+/**
+ * What inline parsing needs to know about one text, worked out once: where code
+ * spans and brackets close, and which delimiters never do. It keeps rendering linear
+ * in the text's length, even for text that opens a thousand things and closes none
+ * (each frame of a streaming answer renders its last block again).
+ */
+class Scan {
+  /** @param {string} text */
+  constructor(text) {
+    this.text = text;
+    /** @type {Map<number, number>} backtick run start -> its length */
+    this.runs = new Map();
+    /** @type {Map<number, number>} backtick run start -> the next run of that length, or -1 */
+    this.nextRun = new Map();
+    /** @type {Map<number, number> | null} "[" index -> its "]" index */
+    this.pairs = null;
+    /** @type {Set<string>} emphasis delimiters that found no closer: later ones will not */
+    this.unclosed = new Set();
+    const starts = [];
+    for (let i = 0; i < text.length; i += 1) {
+      if (text[i] !== "`") continue;
+      let run = 1;
+      while (text[i + run] === "`") run += 1;
+      this.runs.set(i, run);
+      starts.push(i);
+      i += run - 1;
     }
-    let close = 0;
-    while (text[j + close] === "`") close += 1;
-    if (close === run) return j + close;
-    j += close;
+    const later = new Map();
+    for (let n = starts.length - 1; n >= 0; n -= 1) {
+      const run = this.runs.get(starts[n]);
+      this.nextRun.set(starts[n], later.get(run) ?? -1);
+      later.set(run, starts[n]);
+    }
   }
-  return -1;
-}
 
-/** Index of the `]` closing the `[` at `i`, or -1. */
-function bracketEnd(text, i) {
-  let depth = 0;
-  for (let j = i; j < text.length; j += 1) {
-    const ch = text[j];
-    if (ch === "\\") j += 1;
-    else if (ch === "`") {
-      const end = codeSpanEnd(text, j);
-      if (end > 0) j = end - 1;
-    } else if (ch === "[") depth += 1;
-    else if (ch === "]" && --depth === 0) return j;
+  /** Index past the code span opened by the backtick run at `i`, or -1 when none closes it. */
+  codeEnd(i) {
+    const next = this.nextRun.get(i);
+    return next === undefined || next < 0 ? -1 : next + this.runs.get(next);
   }
-  return -1;
+
+  /** Index of the `]` that closes the `[` at `i`, or -1. */
+  bracketEnd(i) {
+    if (!this.pairs) {
+      this.pairs = new Map();
+      const open = [];
+      const text = this.text;
+      for (let j = 0; j < text.length; j += 1) {
+        const ch = text[j];
+        if (ch === "\\") j += 1;
+        else if (ch === "`" && this.runs.has(j)) {
+          const end = this.codeEnd(j);
+          j = (end > 0 ? end : j + this.runs.get(j)) - 1;
+        } else if (ch === "[") open.push(j);
+        else if (ch === "]" && open.length) this.pairs.set(open.pop(), j);
+      }
+    }
+    return this.pairs.get(i) ?? -1;
+  }
 }
 
 /** Parse `(dest "title")` at `i`; returns {dest, title, end} or null. */
@@ -418,6 +446,25 @@ function link(href, title) {
  * @param {string} text @param {Node} parent @param {boolean} [inLink] no links inside links
  */
 function inline(text, parent, inLink = false) {
+  // Emphasis in a link in emphasis…: past a sane depth the rest is text, so that
+  // hostile nesting can neither overflow the stack nor take quadratic time.
+  if (inlineDepth >= MAX_INLINE_DEPTH) {
+    parent.append(document.createTextNode(text));
+    return;
+  }
+  inlineDepth += 1;
+  try {
+    inlineRun(text, parent, inLink);
+  } finally {
+    inlineDepth -= 1;
+  }
+}
+
+const MAX_INLINE_DEPTH = 16;
+let inlineDepth = 0;
+
+function inlineRun(text, parent, inLink) {
+  const scan = new Scan(text);
   let buffer = "";
   const flush = () => {
     if (buffer) parent.append(document.createTextNode(buffer));
@@ -454,9 +501,8 @@ function inline(text, parent, inLink = false) {
       continue;
     }
     if (ch === "`") {
-      const end = codeSpanEnd(text, i);
-      let run = 0;
-      while (text[i + run] === "`") run += 1;
+      const end = scan.codeEnd(i);
+      const run = scan.runs.get(i) ?? 1;
       if (end < 0) {
         buffer += "`".repeat(run);
         i += run;
@@ -474,7 +520,7 @@ function inline(text, parent, inLink = false) {
     if (ch === "*" || ch === "_" || ch === "~") {
       let run = 1;
       while (text[i + run] === ch) run += 1;
-      const done = emphasis(text, i, run, parent, flush, inLink);
+      const done = emphasis(scan, i, run, parent, flush, inLink);
       if (done > 0) {
         i = done;
         continue;
@@ -484,7 +530,7 @@ function inline(text, parent, inLink = false) {
       continue;
     }
     if (ch === "!" && text[i + 1] === "[") {
-      const close = bracketEnd(text, i + 1);
+      const close = scan.bracketEnd(i + 1);
       const tail = close > 0 ? linkTail(text, close + 1) : null;
       if (tail) {
         flush();
@@ -500,7 +546,7 @@ function inline(text, parent, inLink = false) {
       }
     }
     if (ch === "[") {
-      const close = bracketEnd(text, i);
+      const close = scan.bracketEnd(i);
       const tail = close > 0 ? linkTail(text, close + 1) : null;
       if (tail) {
         flush();
@@ -576,9 +622,11 @@ function decodeEntity(m) {
  * Emphasis, strong or strikethrough opened by the run of `run` delimiters at `i`.
  * Appends it and returns the index after its closer, or -1 when it is not emphasis.
  */
-function emphasis(text, i, run, parent, flush, inLink) {
+function emphasis(scan, i, run, parent, flush, inLink) {
+  const text = scan.text;
   const ch = text[i];
-  if (ch === "~" && run > 2) return -1;
+  const key = ch === "~" ? `~${run}` : ch;
+  if ((ch === "~" && run > 2) || scan.unclosed.has(key)) return -1;
   if (!flanking(text, i, i + run).open) return -1;
   let j = i + run;
   while (j < text.length) {
@@ -587,14 +635,14 @@ function emphasis(text, i, run, parent, flush, inLink) {
       j += 2;
       continue;
     }
-    if (c === "`") {
-      const end = codeSpanEnd(text, j);
-      j = end > 0 ? end : j + 1;
+    if (c === "`" && scan.runs.has(j)) {
+      const end = scan.codeEnd(j);
+      j = end > 0 ? end : j + scan.runs.get(j);
       continue;
     }
     if (c === "[") {
       // a link's label is its own unit: no closer inside it
-      const close = bracketEnd(text, j);
+      const close = scan.bracketEnd(j);
       const tail = close > 0 ? linkTail(text, close + 1) : null;
       if (tail) {
         j = tail.end;
@@ -633,6 +681,7 @@ function emphasis(text, i, run, parent, flush, inLink) {
     }
     j += close;
   }
+  scan.unclosed.add(key);
   return -1;
 }
 

@@ -324,9 +324,7 @@ def test_hostile_answer_runs_no_script(driver: t.Any, app: LiveApp) -> None:
     assert driver.execute_script("return window.__pwned ?? null") is None
 
 
-def test_conversation_survives_a_reload_and_reasoning_details_go_back(
-    driver: t.Any, app: LiveApp, fake: fu.FakeUpstream
-) -> None:
+def test_conversation_survives_a_reload_until_new_chat(driver: t.Any, app: LiveApp) -> None:
     open_page(driver, app.url("/"), THINKER)
     send(driver, "First question")
     assert wait_finished(driver, 1)["state"] == "done"
@@ -338,30 +336,38 @@ def test_conversation_survives_a_reload_and_reasoning_details_go_back(
         " m.querySelector('.text').textContent])"
     )
     assert texts[0] == ["message-user", "First question"]
-    assert texts[1][0] == "message-assistant"
+    assert texts[1][0] == "message-assistant" and len(texts) == 2
     after = parts(driver)
     for key in ("reasoning", "code", "cells", "links", "sources", "usage", "regenerate"):
         assert after[key] == before[key], key
     assert after["open"] is False
     assert "restored" in driver.find_element(By.ID, "status").text
-
-    send(driver, "Second question")
-    reply = wait_finished(driver, 2)
-    assert reply["state"] == "done", reply
-    second = fake.chat_requests(THINKER)[-1].json["messages"]
-    assert second[0] == {"role": "user", "content": "First question"}
-    assert second[1] == {
-        "role": "assistant",
-        "content": ANSWER_TEXT,
-        "reasoning_details": MERGED_DETAILS,
-    }
-    assert second[2] == {"role": "user", "content": "Second question"}
-    assert len(saved(driver)) == 4
+    turns = saved(driver)
+    assert [turn["role"] for turn in turns] == ["user", "assistant"]
+    assert turns[1]["content"] == ANSWER_TEXT
 
     driver.find_element(By.ID, "new-chat").click()
     assert saved(driver) == []
     open_page(driver, app.url("/"), fresh=False)
     assert driver.find_elements(By.CSS_SELECTOR, ".msg") == []
+
+
+def test_next_turn_sends_reasoning_details_back(
+    driver: t.Any, app: LiveApp, fake: fu.FakeUpstream
+) -> None:
+    open_page(driver, app.url("/"), THINKER)
+    send(driver, "First question")
+    assert wait_finished(driver, 1)["state"] == "done"
+    send(driver, "Second question")
+    reply = wait_finished(driver, 2)
+    assert reply["state"] == "done", reply
+    second = fake.chat_requests(THINKER)[-1].json["messages"]
+    assert second == [
+        {"role": "user", "content": "First question"},
+        {"role": "assistant", "content": ANSWER_TEXT, "reasoning_details": MERGED_DETAILS},
+        {"role": "user", "content": "Second question"},
+    ]
+    assert len(saved(driver)) == 4
 
 
 def test_regenerate_makes_one_new_request_and_replaces_the_last_answer(

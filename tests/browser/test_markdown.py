@@ -346,3 +346,35 @@ def test_streamed_rendering_matches_and_keeps_finished_blocks(page: t.Any, step:
     assert "&lt;img src=x onerror=" in result["whole"]
     assert a("https://example.com/ok", "ok") in result["whole"]
     assert 'href="javascript' not in result["whole"]
+
+
+TIMED_RENDER_JS = """
+const [source, done] = arguments;
+import(new URL('static/markdown.js', document.baseURI).href).then((md) => {
+  const started = performance.now();
+  const box = document.createElement('div');
+  box.append(md.renderMarkdown(source));
+  done({ms: performance.now() - started, text: box.textContent.length});
+}).catch((error) => done({error: String(error && error.stack || error)}));
+"""
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param("a *b " * 10_000, id="unclosed-stars"),
+        pytest.param("a _b " * 10_000, id="unclosed-underscores"),
+        pytest.param("a ~~b " * 8_000, id="unclosed-tildes"),
+        pytest.param("[x " * 15_000, id="unclosed-brackets"),
+        pytest.param("`a " * 15_000, id="unclosed-backticks"),
+        pytest.param("*a " * 8_000 + "a* " * 8_000, id="nested-emphasis"),
+        pytest.param("[a " * 4_000 + "b" + "](https://x.example)" * 4_000, id="nested-links"),
+    ],
+)
+def test_hostile_text_renders_in_linear_time(page: t.Any, source: str) -> None:
+    # Every frame of a streaming answer renders its last block again: text that opens
+    # many things and closes none must not take quadratic time (seconds at this size).
+    result = page.execute_async_script(TIMED_RENDER_JS, source)
+    assert "error" not in result, result["error"]
+    assert result["ms"] < 1000, f"{len(source)} characters took {result['ms']:.0f} ms"
+    assert result["text"] > len(source) / 2
