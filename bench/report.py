@@ -15,6 +15,8 @@ import sys
 import typing as t
 from pathlib import Path
 
+from .compare import RELAYS
+from .compare import Compare
 from .scenarios import REDIS_URL
 from .scenarios import Profile
 from .scenarios import Row
@@ -25,6 +27,16 @@ __all__ = ["build_report", "format_table", "machine_info", "write_json"]
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ngai-chat", "flask", "gevent", "greenlet", "gunicorn", "requests", "redis")
 COLUMNS = ("scenario", "metric", "unit", "baseline", "measured", "ratio", "vs", "err", "note")
+COMPARE_COLUMNS = (
+    "scenario",
+    "metric",
+    "unit",
+    *RELAYS,
+    "ngai/node",
+    "ngai/nginx",
+    "err",
+    "targets (ngai_chat)",
+)
 
 
 def _first_line_with(path: str, prefix: str) -> str | None:
@@ -107,6 +119,8 @@ def build_report(
                 "skipped": result.skipped,
                 "failed": result.failed,
                 "rows": [_row_json(row) for row in result.rows],
+                "compare": [row.as_json() for row in result.compare],
+                "skipped_relays": result.skipped_relays,
                 "details": result.details,
             }
             for result in results
@@ -138,12 +152,22 @@ def _cells(row: Row) -> tuple[str, ...]:
     )
 
 
-def format_table(results: list[ScenarioResult], app_logs: dict[str, dict[str, t.Any]]) -> str:
-    """The rows of every scenario as an aligned text table, then what did not run
-    and what the apps logged as errors."""
-    lines = [COLUMNS, *(_cells(row) for result in results for row in result.rows)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
-    numeric = {3, 4, 5, 7}
+def _compare_cells(row: Compare) -> tuple[str, ...]:
+    return (
+        row.scenario,
+        row.metric,
+        row.unit,
+        *(_number(row.values.get(name)) for name in RELAYS),
+        _number(row.ratio("node"), ratio=True),
+        _number(row.ratio("nginx"), ratio=True),
+        str(row.errors),
+        row.verdicts(),
+    )
+
+
+def _aligned(lines: list[tuple[str, ...]], numeric: t.AbstractSet[int]) -> list[str]:
+    """Rows of cells in columns; the first row is the heading."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     text = []
     for index, line in enumerate(lines):
         cells = [
@@ -153,6 +177,45 @@ def format_table(results: list[ScenarioResult], app_logs: dict[str, dict[str, t.
         text.append("  ".join(cells).rstrip())
         if index == 0:
             text.append("  ".join("-" * width for width in widths))
+    return text
+
+
+def _spread(row: Compare) -> str | None:
+    """The per-round range of each relay's figure, when there were several rounds."""
+    if not row.spread:
+        return None
+    ranges = ", ".join(
+        f"{name} {_number(low)}-{_number(high)}"
+        for name in RELAYS
+        if name in row.spread
+        for low, high in [row.spread[name]]
+    )
+    return f"  {row.scenario} {row.metric}, per round: {ranges}"
+
+
+def format_compare(results: list[ScenarioResult]) -> list[str]:
+    """Issue 7's scenarios: one column per relay, the ratios, the targets."""
+    rows = [row for result in results for row in result.compare]
+    if not rows:
+        return []
+    numeric = set(range(3, 3 + len(RELAYS) + 3))
+    text = _aligned([COMPARE_COLUMNS, *(_compare_cells(row) for row in rows)], numeric)
+    notes = [f"  {row.scenario} {row.metric}: {row.note}" for row in rows if row.note]
+    spreads = [line for line in map(_spread, rows) if line]
+    skipped = {name: reason for result in results for name, reason in result.skipped_relays.items()}
+    workloads = [f"  {r.details['workload']}" for r in results if "workload" in r.details]
+    text += workloads + notes + spreads
+    text += [f"  {name} left out: {reason}" for name, reason in skipped.items()]
+    return [*text, ""]
+
+
+def format_table(results: list[ScenarioResult], app_logs: dict[str, dict[str, t.Any]]) -> str:
+    """Issue 7's comparison, then the rows of every other scenario as an aligned
+    text table, then what did not run and what the apps logged as errors."""
+    text = format_compare(results)
+    rows = [_cells(row) for result in results for row in result.rows]
+    if rows:
+        text += _aligned([COLUMNS, *rows], {3, 4, 5, 7})
     for result in results:
         if result.skipped:
             text.append(f"{result.name}: skipped: {result.skipped}")

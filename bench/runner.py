@@ -124,7 +124,8 @@ def py_spy() -> str | None:
 
 
 def record_profile(pid: int, output: Path) -> subprocess.Popen[bytes]:
-    """Sample ``pid`` with py-spy until it exits, then write a speedscope profile.
+    """Sample ``pid`` with py-spy until it exits, then write a raw profile (collapsed
+    stacks, one line per stack with its sample count: ``flamegraph.pl`` reads it).
 
     :raises LoadGenError: py-spy is not installed.
     """
@@ -132,7 +133,7 @@ def record_profile(pid: int, output: Path) -> subprocess.Popen[bytes]:
     if executable is None:
         raise LoadGenError("py-spy is not installed: .venv/bin/pip install py-spy")
     output.parent.mkdir(parents=True, exist_ok=True)
-    command = [executable, "record", "--nonblocking", "--format", "speedscope"]
+    command = [executable, "record", "--nonblocking", "--format", "raw"]
     return subprocess.Popen(
         [*command, "-o", str(output), "-p", str(pid)],
         stdout=subprocess.DEVNULL,
