@@ -1,8 +1,9 @@
 """The relays ngai_chat is measured against, run side by side with it in one run.
 
 - :class:`Nginx`: nginx with ``proxy_buffering off`` in front of the fake upstream,
-  the C pass-through (one worker process). The client sends its stream request
-  straight through it: no ``POST /prepare``, no parsing, no re-framing.
+  the C pass-through (one worker process). The client's one ``GET /stream?model=M``
+  goes straight through it (as the upstream's ``POST``, with a fixed body): no
+  ``POST /prepare``, no parsing, no re-framing.
 - :class:`NodeRelay`: ``bench/node_relay``, a typical two-step Node/Express relay
   (in-memory sessions, ``fetch()`` upstream, ``JSON.parse`` per chunk, re-emitted
   as ``event: chunk``). Its packages come from its ``package-lock.json`` through
@@ -15,6 +16,7 @@ it with that reason).
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import queue
@@ -30,6 +32,7 @@ from pathlib import Path
 from tests.support.live import free_port
 
 from . import procinfo
+from .jobs import MESSAGES
 from .jobs import Target
 
 __all__ = ["NODE_DIR", "Nginx", "NodeRelay", "nginx_unavailable", "node_unavailable"]
@@ -110,11 +113,18 @@ http {{
     scgi_temp_path {prefix}/scgi;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
+        proxy_http_version 1.1;
+        proxy_buffering off;
+        proxy_read_timeout 300s;
+        # GET /stream?model=M: the stream, as the upstream's POST with a fixed body
+        location = /stream {{
+            proxy_pass http://127.0.0.1:{upstream_port}/api/v1/chat/completions;
+            proxy_method POST;
+            proxy_set_header Content-Type application/json;
+            proxy_set_body '{body}';
+        }}
         location / {{
             proxy_pass http://127.0.0.1:{upstream_port};
-            proxy_http_version 1.1;
-            proxy_buffering off;
-            proxy_read_timeout 300s;
         }}
     }}
 }}
@@ -137,7 +147,7 @@ class Nginx:
 
     @property
     def target(self) -> Target:
-        return Target("direct", self.port, "/api/v1/chat/completions")
+        return Target("get", self.port, "/stream")
 
     def start(self) -> Nginx:
         # As root, nginx would switch its worker to "nobody"; keep it as this user.
@@ -153,6 +163,7 @@ class Nginx:
                 upstream_port=self.upstream_port,
                 files=files,
                 connections=max(1024, files - 64),
+                body=json.dumps({"model": "$arg_model", "messages": MESSAGES, "stream": True}),
             )
         )
         log = self._dir / "error.log"

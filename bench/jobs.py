@@ -10,6 +10,7 @@ import dataclasses
 import typing as t
 
 __all__ = [
+    "MESSAGES",
     "FanoutJob",
     "IdleJob",
     "Job",
@@ -22,6 +23,10 @@ __all__ = [
 ]
 
 
+#: the conversation every benchmark session sends
+MESSAGES = [{"role": "user", "content": "benchmark"}]
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
     """Where streams come from.
@@ -29,9 +34,11 @@ class Target:
     ``relay``: ``POST {prefix}/prepare``, then ``GET`` its ``streamUrl`` on the app.
     ``direct``: ``POST {path}`` with ``stream: true`` straight to the fake upstream,
     the baseline without the relay.
+    ``get``: ``GET {path}?model=<model>``, one request through a pass-through proxy
+    that turns it into the upstream's ``POST`` (nginx, :mod:`bench.baselines`).
     """
 
-    kind: t.Literal["relay", "direct"]
+    kind: t.Literal["relay", "direct", "get"]
     port: int
     path: str = ""
 

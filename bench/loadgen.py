@@ -29,6 +29,7 @@ from .httpclient import Response
 from .httpclient import connect
 from .httpclient import fetch_json
 from .httpclient import open_response
+from .jobs import MESSAGES
 from .jobs import FanoutJob
 from .jobs import IdleJob
 from .jobs import Job
@@ -41,7 +42,6 @@ from .jobs import job_from_json
 
 __all__ = ["main"]
 
-MESSAGES = [{"role": "user", "content": "benchmark"}]
 #: the start of a request head that never ends: the server waits for the rest
 HALF_REQUEST = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
@@ -66,6 +66,8 @@ def _open_stream(
     if target.kind == "relay":
         assert stream_path is not None
         return open_response(target.port, "GET", stream_path, timeout=timeout)
+    if target.kind == "get":
+        return open_response(target.port, "GET", f"{target.path}?model={model}", timeout=timeout)
     body = json.dumps({"model": model, "messages": MESSAGES, "stream": True}).encode()
     return open_response(target.port, "POST", target.path, body, timeout=timeout)
 
