@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import queue
 import shutil
 import subprocess
@@ -15,12 +16,26 @@ import threading
 import typing as t
 from pathlib import Path
 
+from .jobs import FanoutJob
 from .jobs import IdleJob
 from .jobs import Job
+from .jobs import PrepareJob
+from .jobs import SessionsJob
+from .jobs import WaveJob
 
-__all__ = ["LoadGen", "LoadGenError", "finish_profile", "py_spy", "record_profile", "run_job"]
+__all__ = [
+    "LoadGen",
+    "LoadGenError",
+    "finish_profile",
+    "job_timeout",
+    "py_spy",
+    "record_profile",
+    "run_job",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
+#: seconds a load-generator job may overrun its own bounds before it is killed
+JOB_SLACK = 30.0
 
 
 class LoadGenError(RuntimeError):
@@ -109,6 +124,20 @@ class LoadGen:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def job_timeout(job: Job) -> float:
+    """Seconds after which a job that has not answered is killed."""
+    if isinstance(job, SessionsJob):
+        return job.duration + job.session_timeout + JOB_SLACK
+    if isinstance(job, FanoutJob):
+        return job.repeats * job.session_timeout + JOB_SLACK
+    if isinstance(job, PrepareJob):
+        return 4 * job.timeout + JOB_SLACK
+    if isinstance(job, WaveJob):
+        waves = math.ceil(job.sessions / job.concurrency)
+        return job.ramp + waves * job.session_timeout + JOB_SLACK
+    return job.step_timeout + JOB_SLACK
 
 
 def run_job(job: Job, timeout: float) -> dict[str, t.Any]:

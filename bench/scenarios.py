@@ -38,13 +38,12 @@ from . import procinfo
 from .compare import Compare
 from .jobs import FanoutJob
 from .jobs import IdleJob
-from .jobs import Job
 from .jobs import PrepareJob
 from .jobs import SessionsJob
 from .jobs import Target
-from .jobs import WaveJob
 from .runner import LoadGen
 from .runner import finish_profile
+from .runner import job_timeout
 from .runner import record_profile
 from .runner import run_job
 from .series import SERIES
@@ -76,8 +75,6 @@ THINK_MODEL = "bench-think"
 #: a short answer, for latency
 SHORT_MODEL = "bench/20"
 REDIS_URL = "redis://127.0.0.1:6379/0"
-#: seconds a load-generator job may overrun its own bounds before it is killed
-JOB_SLACK = 30.0
 #: seconds for the worker's allocations to settle before its RSS is read
 SETTLE = 0.3
 #: share of a closed-loop round before its steady window starts
@@ -383,20 +380,6 @@ def log_problems(text: str) -> dict[str, t.Any]:
     lines = text.splitlines()
     problems = [line for line in lines if _PROBLEM.search(line)]
     return {"lines": len(lines), "problems": len(problems), "first": problems[:5]}
-
-
-def job_timeout(job: Job) -> float:
-    """Seconds after which a job that has not answered is killed."""
-    if isinstance(job, SessionsJob):
-        return job.duration + job.session_timeout + JOB_SLACK
-    if isinstance(job, FanoutJob):
-        return job.repeats * job.session_timeout + JOB_SLACK
-    if isinstance(job, PrepareJob):
-        return 4 * job.timeout + JOB_SLACK
-    if isinstance(job, WaveJob):
-        waves = math.ceil(job.sessions / job.concurrency)
-        return job.ramp + waves * job.session_timeout + JOB_SLACK
-    return job.step_timeout + JOB_SLACK
 
 
 def alternate(rounds: int, runs: t.Mapping[str, t.Callable[[], _T]]) -> dict[str, list[_T]]:

@@ -46,6 +46,7 @@ from .compare import Compare
 from .compare import Goal
 from .jobs import Target
 from .jobs import WaveJob
+from .runner import job_timeout
 from .runner import run_job
 
 if t.TYPE_CHECKING:
@@ -181,8 +182,6 @@ def contenders(bench: Bench) -> t.Iterator[tuple[list[Contender], dict[str, str]
 
 def _warm_up(bench: Bench, contender: Contender) -> None:
     """A few sessions first: Node's JIT and every relay's first connections."""
-    from .scenarios import job_timeout
-
     job = WaveJob(contender.target, "bench/20", 50, 10, 0.0, bench.profile.session_timeout)
     run_job(job, job_timeout(job))
 
@@ -223,8 +222,6 @@ class WaveRun:
 
 def run_wave(bench: Bench, contender: Contender, wave: Wave) -> WaveRun:
     """The wave's sessions on ``contender``, with its CPU over the whole wave."""
-    from .scenarios import job_timeout
-
     timeout = max(30.0, 3 * wave.chunks * wave.gap + bench.profile.session_timeout)
     job = WaveJob(contender.target, wave.model, wave.sessions, wave.concurrency, wave.ramp, timeout)
     fake = procinfo.CpuMeter().start()
