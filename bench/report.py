@@ -133,7 +133,7 @@ def _number(value: float | None, *, ratio: bool = False) -> str:
         return "-"
     if ratio:
         return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
-    if abs(value) >= 1000:
+    if abs(value) >= 1000 or (abs(value) >= 10 and value.is_integer()):
         return f"{value:,.0f}"
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
@@ -229,8 +229,21 @@ def format_table(results: list[ScenarioResult], app_logs: dict[str, dict[str, t.
 
 
 def write_json(report: dict[str, t.Any], path: Path) -> None:
+    """Write ``report`` as strict JSON: a figure that could not be measured (nan) is null."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    plain = json.loads(json.dumps(report, default=_jsonable))
+    text = json.dumps(_no_nan(plain), indent=2, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _no_nan(value: t.Any) -> t.Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _no_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(item) for item in value]
+    return value
 
 
 def _jsonable(value: t.Any) -> t.Any:
