@@ -19,6 +19,7 @@ from tests.support.fake_upstream import FakeUpstream
 
 from . import procinfo
 from .report import build_report
+from .report import format_markdown
 from .report import format_table
 from .report import write_json
 from .runner import py_spy
@@ -98,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.monotonic() - began
     report = build_report(profile, results, bench.app_logs, seconds, started_at)
     write_json(report, args.output)
+    command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
+    markdown = args.output.with_suffix(".md")
+    markdown.write_text(format_markdown(results, command, report["machine"]), encoding="utf-8")
     print(format_table(results, bench.app_logs))
-    print(f"\n{profile.name} run: {seconds:.0f} s; JSON: {args.output}")
+    print(f"\n{profile.name} run: {seconds:.0f} s; JSON: {args.output}; Markdown: {markdown}")
     return exit_status(results)
 
 

@@ -1,4 +1,5 @@
-"""The report: a table on stdout, and everything as JSON (with the machine it ran on)."""
+"""The report: tables on stdout, the same as Markdown, and everything as JSON
+(with the machine it ran on)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from .scenarios import Profile
 from .scenarios import Row
 from .scenarios import ScenarioResult
 
-__all__ = ["build_report", "format_table", "machine_info", "write_json"]
+__all__ = ["build_report", "format_markdown", "format_table", "machine_info", "write_json"]
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ngai-chat", "flask", "gevent", "greenlet", "gunicorn", "requests", "redis")
@@ -76,6 +77,23 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _command_version(*command: str) -> str | None:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (done.stdout + done.stderr).strip().rpartition("/")[2].lstrip("v") or None
+
+
+def _express_version() -> str | None:
+    lock = ROOT / "bench" / "node_relay" / "package-lock.json"
+    try:
+        packages = json.loads(lock.read_text())["packages"]
+        return str(packages["node_modules/express"]["version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def machine_info() -> dict[str, t.Any]:
     """Where the figures come from: they only compare within one machine and run."""
     status = _git("status", "--porcelain", "--untracked-files=no")
@@ -89,6 +107,11 @@ def machine_info() -> dict[str, t.Any]:
         "implementation": platform.python_implementation(),
         "packages": {name: _version(name) for name in PACKAGES},
         "redis_server": _redis_version(),
+        "baselines": {
+            "node": _command_version("node", "--version"),
+            "express": _express_version(),
+            "nginx": _command_version("nginx", "-v") or _command_version("/usr/sbin/nginx", "-v"),
+        },
         "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
@@ -250,3 +273,33 @@ def _jsonable(value: t.Any) -> t.Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _md_row(cells: t.Iterable[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def format_markdown(results: list[ScenarioResult], command: str, machine: dict[str, t.Any]) -> str:
+    """The tables as Markdown, with the command and the machine, for a README."""
+    packages = ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
+    commit = f"`{(machine['git_commit'] or '?')[:7]}`{' (dirty)' if machine['git_dirty'] else ''}"
+    baselines = ", ".join(f"{name} {version}" for name, version in machine["baselines"].items())
+    lines = [
+        f"`{command}` on {machine['cores']} cores ({machine['cpu']}), {machine['memory']}, "
+        f"Linux {machine['kernel']}, Python {machine['python']}; {packages}; {baselines}; "
+        f"commit {commit}.",
+        "",
+    ]
+    rows = [row for result in results for row in result.compare]
+    if rows:
+        lines += [_md_row(COMPARE_COLUMNS), _md_row("---" for _ in COMPARE_COLUMNS)]
+        lines += [_md_row(_compare_cells(row)) for row in rows]
+        lines += [""]
+        lines += [f"- {r.details['workload']}" for r in results if "workload" in r.details]
+        lines += [f"- {_spread(row).strip()}" for row in rows if _spread(row)]  # type: ignore[union-attr]
+        lines += [""]
+    other = [_cells(row) for result in results for row in result.rows]
+    if other:
+        lines += [_md_row(COLUMNS), _md_row("---" for _ in COLUMNS)]
+        lines += [_md_row(cells) for cells in other]
+    return "\n".join(lines) + "\n"
