@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import threading
@@ -310,11 +311,19 @@ class Pooled:
         """Stamped chunks delivered: the fake's content chunks, whatever the relay's framing."""
         return sum(len(run.latencies_us) for run in self.runs)
 
+    @functools.cached_property
+    def _latencies(self) -> list[int]:
+        return sorted(v for run in self.runs for v in run.latencies_us)
+
+    @functools.cached_property
+    def _fake_late(self) -> list[int]:
+        return sorted(v for run in self.runs for v in run.fake_late_us)
+
     def latency_ms(self, q: float) -> float:
-        return _rank(sorted(v for run in self.runs for v in run.latencies_us), q) / 1000
+        return _rank(self._latencies, q) / 1000
 
     def fake_late_ms(self, q: float) -> float:
-        return _rank(sorted(v for run in self.runs for v in run.fake_late_us), q) / 1000
+        return _rank(self._fake_late, q) / 1000
 
     def first_chunk_ms(self, q: float, field: str = "first_chunk") -> float:
         """Time to first chunk from the session's first request; or, with ``field``,
@@ -371,6 +380,16 @@ class Rounds:
 
     by_relay: dict[str, list[WaveRun]]
 
+    @functools.cached_property
+    def pooled(self) -> dict[str, Pooled]:
+        """Each relay's rounds taken together."""
+        return {name: Pooled(runs) for name, runs in self.by_relay.items()}
+
+    @functools.cached_property
+    def each_round(self) -> dict[str, list[Pooled]]:
+        """Each relay's rounds one by one."""
+        return {name: [Pooled([run]) for run in runs] for name, runs in self.by_relay.items()}
+
     def compare(
         self,
         scenario: str,
@@ -383,25 +402,25 @@ class Rounds:
         """A row with ``figure`` over all rounds for each relay, and its per-round spread."""
         values: dict[str, float | None] = {}
         spread: dict[str, tuple[float, float]] = {}
-        for name, runs in self.by_relay.items():
-            values[name] = figure(Pooled(runs))
-            each = [figure(Pooled([run])) for run in runs]
+        for name, pooled in self.pooled.items():
+            values[name] = figure(pooled)
+            each = [figure(one) for one in self.each_round[name]]
             known = [v for v in each if v is not None and not math.isnan(v)]
             if len(known) > 1:
                 spread[name] = (min(known), max(known))
-        errors = sum(Pooled(runs).errors for runs in self.by_relay.values())
+        errors = sum(pooled.errors for pooled in self.pooled.values())
         return Compare(scenario, metric, unit, values, goals, note, errors, spread)
 
     def details(self) -> dict[str, t.Any]:
-        return {name: Pooled(runs).summary() for name, runs in self.by_relay.items()}
+        return {name: pooled.summary() for name, pooled in self.pooled.items()}
 
     def fake_pace(self) -> str:
         """How late the fake wrote its chunks (p99): direct, its own lag; through a
         relay, also the relay not reading."""
         late = {
-            name: Pooled(runs).fake_late_ms(0.99)
-            for name, runs in self.by_relay.items()
-            if any(run.fake_late_us for run in runs)
+            name: pooled.fake_late_ms(0.99)
+            for name, pooled in self.pooled.items()
+            if pooled.chunks and not math.isnan(pooled.fake_late_ms(0.99))
         }
         shown = ", ".join(f"{name} {value:.1f}" for name, value in late.items())
         return f"fake's writes late vs schedule, p99 ms: {shown}" if late else ""
@@ -540,7 +559,7 @@ def s4(bench: Bench, relays: list[Contender], result: ScenarioResult) -> None:
     rounds = run_rounds(bench, relays, wave)
     name = "S4"
     result.details["workload"] = f"S4: {wave.describe()}"
-    direct = Pooled(rounds.by_relay["direct"]).first_chunk_ms(0.5)
+    direct = rounds.pooled["direct"].first_chunk_ms(0.5)
 
     def added(pooled: Pooled) -> float:
         return pooled.first_chunk_ms(0.5) - direct
