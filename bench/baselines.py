@@ -35,7 +35,14 @@ from . import procinfo
 from .jobs import MESSAGES
 from .jobs import Target
 
-__all__ = ["NODE_DIR", "Nginx", "NodeRelay", "nginx_unavailable", "node_unavailable"]
+__all__ = [
+    "NODE_DIR",
+    "BaselineError",
+    "Nginx",
+    "NodeRelay",
+    "nginx_unavailable",
+    "node_unavailable",
+]
 
 NODE_DIR = Path(__file__).resolve().parent / "node_relay"
 #: seconds a baseline gets to start listening
@@ -167,16 +174,19 @@ class Nginx:
             )
         )
         log = self._dir / "error.log"
-        with open(self._dir / "stderr.log", "wb") as stderr:
-            self._proc = subprocess.Popen(
-                [_nginx_executable(), "-p", str(self._dir), "-c", str(conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=stderr,
-            )
         try:
+            with open(self._dir / "stderr.log", "wb") as stderr:
+                self._proc = subprocess.Popen(
+                    [_nginx_executable(), "-p", str(self._dir), "-c", str(conf)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=stderr,
+                    stderr=stderr,
+                )
             _wait_listening(self.port, self._proc, log)
             self.pid = procinfo.worker_pid(self._proc.pid)
+        except (OSError, RuntimeError) as exc:
+            self.close()
+            raise BaselineError(f"{exc} {_tail(log)}") from exc
         except BaseException:
             self.close()
             raise
@@ -261,15 +271,18 @@ class NodeRelay:
             "PORT": "0",
             "NODE_ENV": "production",
         }
-        with open(self._log, "wb") as log:
-            self._proc = subprocess.Popen(
-                [node, "server.js"],
-                cwd=NODE_DIR,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )
+        try:
+            with open(self._log, "wb") as log:
+                self._proc = subprocess.Popen(
+                    [node, "server.js"],
+                    cwd=NODE_DIR,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                )
+        except OSError as exc:
+            raise BaselineError(str(exc)) from exc
         lines: queue.Queue[bytes] = queue.Queue()
         stdout = self._proc.stdout
         assert stdout is not None

@@ -155,7 +155,7 @@ def _number(value: float | None, *, ratio: bool = False) -> str:
     if value is None or math.isnan(value):
         return "-"
     if ratio:
-        return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
+        return f"{value:.3f}" if abs(value) < 0.1 else f"{value:.2f}"
     if abs(value) >= 1000 or (abs(value) >= 10 and value.is_integer()):
         return f"{value:,.0f}"
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"

@@ -39,6 +39,7 @@ from tests.support.fake_upstream import new_generation_id
 from tests.support.fake_upstream import usage_chunk
 
 from . import procinfo
+from .baselines import BaselineError
 from .baselines import Nginx
 from .baselines import NodeRelay
 from .baselines import nginx_unavailable
@@ -199,17 +200,29 @@ def contenders(bench: Bench) -> t.Iterator[tuple[list[Contender], dict[str, str]
     with contextlib.ExitStack() as stack:
         reason = nginx_unavailable()
         if reason is None:
-            nginx = stack.enter_context(Nginx(bench.fake.port))
-            stack.callback(lambda: bench.app_logs.update(nginx=_nginx_problems(nginx.log_text())))
-            found["nginx"] = Contender("nginx", nginx.target, nginx.pid)
-        else:
+            nginx = Nginx(bench.fake.port)
+            try:
+                stack.enter_context(nginx)
+            except BaselineError as exc:
+                reason = f"nginx did not start: {exc}"
+            else:
+                stack.callback(
+                    lambda: bench.app_logs.update(nginx=_nginx_problems(nginx.log_text()))
+                )
+                found["nginx"] = Contender("nginx", nginx.target, nginx.pid)
+        if reason is not None:
             skipped["nginx"] = reason
         reason = node_unavailable()
         if reason is None:
-            node = stack.enter_context(NodeRelay(bench.fake.base_url))
-            stack.callback(lambda: bench.app_logs.update(node=_node_problems(node.log_text())))
-            found["node"] = Contender("node", node.target, node.pid)
-        else:
+            node = NodeRelay(bench.fake.base_url)
+            try:
+                stack.enter_context(node)
+            except BaselineError as exc:
+                reason = f"the node relay did not start: {exc}"
+            else:
+                stack.callback(lambda: bench.app_logs.update(node=_node_problems(node.log_text())))
+                found["node"] = Contender("node", node.target, node.pid)
+        if reason is not None:
             skipped["node"] = reason
         served = stack.enter_context(bench.serve("ngai_chat"))
         found["ngai_chat"] = Contender("ngai_chat", served.target, served.worker)
@@ -477,6 +490,8 @@ def s1(bench: Bench, relays: list[Contender], result: ScenarioResult) -> None:
             (AT_MOST_NODE, Goal("< 2x nginx", 2.0, "nginx", "<", stretch=True)),
             note=rounds.fake_pace(),
         ),
+        rounds.compare(name, "relay CPU per chunk", "us", _cpu_per_chunk),
+        rounds.compare(name, "relay CPU per session", "ms", _cpu_per_session),
     ]
     result.details.update(wave=dataclasses.asdict(wave), relays=rounds.details())
 
@@ -523,6 +538,7 @@ def s2(bench: Bench, relays: list[Contender], result: ScenarioResult) -> None:
             (Goal("<= 0.6x node", 0.6, "node"),),
             note="session set-up included",
         ),
+        rounds.compare(name, "relay CPU per session", "ms", _cpu_per_session),
     ]
     result.details.update(wave=dataclasses.asdict(wave), relays=rounds.details())
 
@@ -549,6 +565,7 @@ def s3(bench: Bench, relays: list[Contender], result: ScenarioResult) -> None:
             (AT_MOST_NODE,),
             note="fairness: a fast upstream must not starve the other streams",
         ),
+        rounds.compare(name, "relay CPU per session", "ms", _cpu_per_session),
     ]
     result.details.update(wave=dataclasses.asdict(wave), relays=rounds.details())
 
@@ -580,6 +597,7 @@ def s4(bench: Bench, relays: list[Contender], result: ScenarioResult) -> None:
             _cpu_per_session,
             (Goal("<= 0.8x node", 0.8, "node"), Goal("< 2 ms", 2.0, op="<", stretch=True)),
         ),
+        rounds.compare(name, "relay CPU per chunk", "us", _cpu_per_chunk),
     ]
     result.details.update(wave=dataclasses.asdict(wave), relays=rounds.details())
 
