@@ -357,6 +357,16 @@ class Pooled:
             return None
         return 1e3 * sum(t.cast(list[float], cpu)) / sessions
 
+    def cores(self) -> dict[str, float | None]:
+        """The CPU each process used, in cores (CPU seconds over wall seconds)."""
+        wall = sum(run.wall for run in self.runs)
+        relay = [run.relay_cpu_s for run in self.runs]
+        return {
+            "relay": None if None in relay or not wall else sum(t.cast(list[float], relay)) / wall,
+            "fake": sum(run.fake_cpu_s for run in self.runs) / wall if wall else None,
+            "loadgen": sum(run.loadgen_cpu_s for run in self.runs) / wall if wall else None,
+        }
+
     def summary(self) -> dict[str, t.Any]:
         failed = [r["error"] for r in self.records if r["error"] is not None]
         return {
@@ -379,6 +389,7 @@ class Pooled:
             "fake_cpu_s": [run.fake_cpu_s for run in self.runs],
             "loadgen_cpu_s": [run.loadgen_cpu_s for run in self.runs],
             "wall_s": [run.wall for run in self.runs],
+            "cores": self.cores(),
             "relay_cpu_per_chunk_us": self.relay_cpu_per_chunk_us(),
             "relay_cpu_per_session_ms": self.relay_cpu_per_session_ms(),
         }
@@ -426,6 +437,18 @@ class Rounds:
 
     def details(self) -> dict[str, t.Any]:
         return {name: pooled.summary() for name, pooled in self.pooled.items()}
+
+    def cores_note(self) -> str:
+        """The cores each process used, per relay: who was saturated."""
+        parts = []
+        for name, pooled in self.pooled.items():
+            used = " ".join(
+                f"{process} {share:.2f}"
+                for process, share in pooled.cores().items()
+                if share is not None
+            )
+            parts.append(f"{name}: {used}")
+        return "cores used (relay, fake, load generator) " + "; ".join(parts)
 
     def fake_pace(self) -> str:
         """How late the fake wrote its chunks (p99): direct, its own lag; through a
@@ -511,7 +534,7 @@ def s2(bench: Bench, relays: list[Contender], result: ScenarioResult) -> None:
             f"of {sessions}",
             _completed,
             (Goal(f"all {sessions}", sessions, op=">="),),
-            note=f"{offered:,.0f} chunks/s offered",
+            note=f"{offered:,.0f} chunks/s offered; {rounds.cores_note()}",
         ),
         rounds.compare(
             name,
@@ -556,6 +579,7 @@ def s3(bench: Bench, relays: list[Contender], result: ScenarioResult) -> None:
             "us",
             _cpu_per_chunk,
             (Goal("<= 0.8x node", 0.8, "node"), Goal("< 2x nginx", 2.0, "nginx", "<", True)),
+            note=rounds.cores_note(),
         ),
         rounds.compare(
             name,
