@@ -82,6 +82,10 @@ HOSTILE_TEXT = (
 #: records, at every change of the newest answer, whether it was thinking or answering
 PHASES_JS = """
 window.__phases = [];
+window.__violations = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`);
+});
 const log = document.getElementById('log');
 new MutationObserver(() => {
   const all = log.querySelectorAll('.msg.assistant');
@@ -265,6 +269,8 @@ def test_thinking_then_markdown_answer_sources_and_cost(
     assert got["usage"] == "52 tokens (12 in, 40 out, 9 reasoning) · $0.00123"
     assert "52 tokens" in reply["status"] and "$0.00123" in reply["status"]
     assert got["regenerate"] is True
+    # The page's Content-Security-Policy blocked nothing the page itself does.
+    assert driver.execute_script("return window.__violations") == []
 
     # The code block's Copy button puts exactly the code on the clipboard.
     origin = app.url("/").rstrip("/")
