@@ -4,23 +4,34 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# Two stamps, each named after the files it installs from, so that an edit to one
+# of them reinstalls: serving needs only requirements.txt and the package; the
+# test and lint tools (pytest, selenium, mypy, ruff) come only for test and lint.
+RUN_STAMP := $(VENV)/.run-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+DEV_STAMP := $(VENV)/.dev-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: run test lint bench system-deps clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(RUN_STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	@rm -f $(VENV)/.installed-*
-	@touch $(STAMP)
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -e .
+	@rm -f $(VENV)/.run-* $(VENV)/.installed-*
+	@touch $(RUN_STAMP)
 
-## run: serve on $$PORT (3000) with gunicorn + gevent; demo mode without a key
-run: $(STAMP)
+$(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt
+	$(PIP) -r requirements-dev.txt
+	@rm -f $(VENV)/.dev-*
+	@touch $(DEV_STAMP)
+
+## run: serve on http://127.0.0.1:$$PORT (3000) with gunicorn + gevent; demo mode
+## without a key. HOST=0.0.0.0 make run serves every interface of this machine.
+run: $(RUN_STAMP)
 	$(PY) -m ngai_chat
 
 ## test: install what the tests need, then run all of them
-test: $(STAMP) system-deps tests/node/node_modules/.package-lock.json
+test: $(DEV_STAMP) system-deps tests/node/node_modules/.package-lock.json
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
@@ -43,13 +54,13 @@ system-deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 ## bench: relay throughput and latency against a fake upstream (see bench/README.md)
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(PY) -m bench
 
 clean:

@@ -9,8 +9,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__ as __version__
 from .app import create_app as create_app
 from .config import ConfigError as ConfigError
 from .config import Settings as Settings

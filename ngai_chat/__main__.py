@@ -1,7 +1,12 @@
 """``python -m ngai_chat``: serve with gunicorn's gevent worker, as in production.
 
 With no ``OPENROUTER_API_KEY`` in the environment or ``.env`` (and ``NGAI_DEMO``
-unset), it serves the offline demo model and says so.
+unset), it serves the offline demo model. It listens on ``HOST:PORT``
+(``127.0.0.1:3000`` unless told otherwise, e.g. ``HOST=0.0.0.0``).
+
+Startup says each thing once, in order: the settings are checked here first (a bad
+one shows only its error), then gunicorn's master gives the notices (demo mode,
+the open-relay warning) and says "serving on …" once it listens.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ from __future__ import annotations
 import os
 import sys
 
+from .config import ConfigError
+from .config import load_settings
 from .config import read_dotenv
 from .log import emit
 
@@ -16,14 +23,13 @@ from .log import emit
 def main() -> None:
     env = {**read_dotenv(), **os.environ}
     if not env.get("OPENROUTER_API_KEY", "").strip() and "NGAI_DEMO" not in env:
+        # the master's demo notice says so, and how to relay real models instead
         os.environ["NGAI_DEMO"] = "1"
-        emit(
-            "no OPENROUTER_API_KEY found (environment or .env): starting in DEMO mode with "
-            "the offline model 'ngai/demo'. Put OPENROUTER_API_KEY=... in .env to relay "
-            "real models.",
-            level="warning",
-        )
-    emit(f"serving on http://localhost:{env.get('PORT', '3000')}/")
+    try:
+        load_settings()
+    except ConfigError as exc:
+        emit(str(exc), level="error")
+        sys.exit(1)
     args = [
         sys.executable,
         "-m",

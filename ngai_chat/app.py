@@ -39,7 +39,7 @@ def create_app(
     app = flask.Flask(__name__, static_folder=None)
     app.config.from_mapping(test_config or {})
     settings = load_settings(app.config)
-    init_app(app, settings=settings, store=store, upstream=upstream, clock=clock)
+    init_app(app, settings=settings, store=store, upstream=upstream, clock=clock, standalone=True)
     app.register_blueprint(chat_blueprint)
     # Routing errors never reach a blueprint's handlers; answer them in JSON too.
     app.register_error_handler(HTTPException, http_error_response)

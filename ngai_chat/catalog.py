@@ -12,9 +12,17 @@ from .errors import UpstreamError
 from .guards import model_allowed
 from .upstream import Upstream
 
-__all__ = ["ModelsCache", "filter_models", "is_free"]
+__all__ = ["FREE_VALUES", "ModelsCache", "filter_models", "is_free", "wants_free"]
 
 log = logging.getLogger(__name__)
+
+#: values of ``GET /models?free=…`` that keep only the free models (any case)
+FREE_VALUES = ("1", "true", "yes")
+
+
+def wants_free(value: str | None) -> bool:
+    """Whether the ``free`` query value asks for free models only."""
+    return (value or "").lower() in FREE_VALUES
 
 
 def is_free(model: dict[str, t.Any]) -> bool:

@@ -29,6 +29,7 @@ import typing as t
 import orjson
 
 from . import errors
+from .log import REDACTED
 from .sse import json_data
 
 __all__ = [
@@ -43,9 +44,6 @@ __all__ = [
     "redact",
     "stream_error",
 ]
-
-#: what stands in for the API key wherever the upstream quoted it
-REDACTED = "[redacted]"
 
 
 def _json_string(text: str) -> str:

@@ -16,12 +16,22 @@ import typing as t
 from pathlib import Path
 
 from dotenv import dotenv_values
+from limits import RateLimitItem
+from limits import parse_many
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+from .budget import Budget
+from .budget import parse_budget
+
+__all__ = ["ConfigError", "Settings", "load_server_settings", "load_settings"]
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_MODEL = "mistralai/mistral-7b-instruct:free"
+#: the offline model of ``NGAI_DEMO=1`` (:mod:`ngai_chat.upstream.demo`)
 DEMO_MODEL = "ngai/demo"
+#: ``REDIS_URL`` schemes that select the Redis store; ``memory://`` (or no URL) is
+#: this process's memory
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+MEMORY_URL = "memory://"
 
 MISSING_KEY_MESSAGE = (
     "Missing OPENROUTER_API_KEY: set it in the environment or in a .env file "
@@ -43,6 +53,8 @@ class Settings:
     base_url: str = DEFAULT_BASE_URL
     referer: str | None = None
     title: str = "NGAI Chatbot Backend"
+    #: the interface ``make run`` listens on; the Procfile binds 0.0.0.0 itself
+    host: str = "127.0.0.1"
     port: int = 3000
     redis_url: str | None = None
     demo: bool = False
@@ -67,8 +79,11 @@ class Settings:
     client_timeout: float = 30.0
     cors_origins: tuple[str, ...] = ("*",)
     api_tokens: tuple[str, ...] = dataclasses.field(default=(), repr=False)
-    #: ``(calls, window seconds)`` per client, or ``None`` for no limit
-    rate_limit: tuple[int, int] | None = None
+    #: the windows of ``NGAI_RATE_LIMIT`` (each applies), or ``None`` for no limit
+    rate_limit: tuple[RateLimitItem, ...] | None = None
+    #: what one client / the whole server may spend per window, or ``None``
+    budget_per_client: Budget | None = None
+    budget_total: Budget | None = None
     trusted_proxies: int = 0
     max_streams: int = 5_000
     log_format: str = "text"
@@ -78,6 +93,32 @@ class Settings:
     @property
     def upstream_name(self) -> str:
         return "demo" if self.demo else "openrouter"
+
+    @property
+    def effective_default_model(self) -> str:
+        """The model used when a request names none: the demo model in demo mode,
+        else ``NGAI_DEFAULT_MODEL``.
+        """
+        return DEMO_MODEL if self.demo else self.default_model
+
+    @property
+    def store_kind(self) -> str:
+        """``"redis"`` or ``"memory"``, as the store ``REDIS_URL`` selects reports it."""
+        return "redis" if self.redis_url and self.redis_url != MEMORY_URL else "memory"
+
+    @property
+    def open_relay(self) -> bool:
+        """Whether anyone who reaches the server can spend the operator's key on any
+        model, as often as they like (SPEC §5 invariant 9): a key, and none of
+        ``NGAI_API_TOKENS``, ``NGAI_MODEL_ALLOWLIST``, ``NGAI_RATE_LIMIT``.
+        """
+        return (
+            not self.demo
+            and bool(self.api_key.strip())
+            and not self.api_tokens
+            and not self.model_allowlist
+            and not self.rate_limit
+        )
 
 
 # --- parsers: each takes the raw string and returns the value or raises ValueError
@@ -141,6 +182,20 @@ def _optional_text(raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _host(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() or c == "/" for c in value):
+        raise ValueError(raw)
+    return value
+
+
+def _redis_url(raw: str) -> str | None:
+    value = raw.strip()
+    if value and value != MEMORY_URL and not value.startswith(REDIS_SCHEMES):
+        raise ValueError(raw)
+    return value or None
+
+
 def _log_format(raw: str) -> str:
     value = raw.strip().lower()
     if value not in {"text", "json"}:
@@ -148,19 +203,22 @@ def _log_format(raw: str) -> str:
     return value
 
 
-_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
-_WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-
-
-def _rate(raw: str) -> tuple[int, int] | None:
-    """``"20/minute"`` → ``(20, 60)``: calls allowed per window of seconds."""
+def _rate(raw: str) -> tuple[RateLimitItem, ...] | None:
+    """``"20/minute;500/day"`` → its windows, parsed by :func:`limits.parse_many`
+    (``None`` when empty); every window must allow at least one call.
+    """
     if not raw.strip():
         return None
-    match = _RATE_RE.match(raw.lower())
-    if not match:
+    windows = tuple(parse_many(raw.strip()))
+    if not windows or any(window.amount < 1 for window in windows):
         raise ValueError(raw)
-    return int(match.group(1)), _WINDOWS[match.group(2)]
+    return windows
 
+
+_BUDGET_FORM = (
+    "an amount > 0 of tokens or US dollars per second, minute, hour or day, "
+    "such as '200000 tokens/day' or '2.50 usd/day'"
+)
 
 #: variable → (Settings field, parser, expected form shown in errors)
 VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
@@ -172,8 +230,13 @@ VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
     ),
     "REFERER": ("referer", _optional_text, "a URL such as https://your-site.example"),
     "X_TITLE": ("title", _text, "a short app name"),
+    "HOST": ("host", _host, "an address to listen on, such as 127.0.0.1 or 0.0.0.0"),
     "PORT": ("port", _port, "a port number from 1 to 65535"),
-    "REDIS_URL": ("redis_url", _optional_text, "a URL such as redis://localhost:6379/0"),
+    "REDIS_URL": (
+        "redis_url",
+        _redis_url,
+        "memory:// or a redis://, rediss:// or unix:// URL such as redis://localhost:6379/0",
+    ),
     "NGAI_DEMO": ("demo", _flag, "0 or 1"),
     "NGAI_DEFAULT_MODEL": ("default_model", _text, "a model id"),
     "NGAI_FALLBACK_MODELS": ("fallback_models", _csv, "a comma-separated list of model ids"),
@@ -208,7 +271,13 @@ VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
     "NGAI_CLIENT_TIMEOUT": ("client_timeout", _positive_float, "a number of seconds > 0"),
     "NGAI_CORS_ORIGINS": ("cors_origins", _csv, "* or a comma-separated list of origins"),
     "NGAI_API_TOKENS": ("api_tokens", _csv, "a comma-separated list of tokens"),
-    "NGAI_RATE_LIMIT": ("rate_limit", _rate, "N/second, N/minute, N/hour or N/day"),
+    "NGAI_RATE_LIMIT": (
+        "rate_limit",
+        _rate,
+        "N/second, N/minute, N/hour or N/day, several separated by ';' (20/minute;500/day)",
+    ),
+    "NGAI_BUDGET_PER_CLIENT": ("budget_per_client", parse_budget, _BUDGET_FORM),
+    "NGAI_BUDGET_TOTAL": ("budget_total", parse_budget, _BUDGET_FORM),
     "NGAI_TRUSTED_PROXIES": ("trusted_proxies", _non_negative_int, "a whole number >= 0"),
     "NGAI_MAX_STREAMS": ("max_streams", _positive_int, "a whole number > 0"),
     "NGAI_LOG_FORMAT": ("log_format", _log_format, "text or json"),
@@ -217,11 +286,51 @@ VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
 }
 
 
+#: values never repeated in an error message (a URL may carry a password)
+_SECRET_VARIABLES = frozenset({"OPENROUTER_API_KEY", "NGAI_API_TOKENS", "REDIS_URL"})
+
+
 def read_dotenv(path: str | os.PathLike[str] = ".env") -> dict[str, str]:
     """The variables of a ``.env`` file, or ``{}`` when there is none."""
     if not Path(path).is_file():
         return {}
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _sources(
+    config: t.Mapping[str, t.Any] | None,
+    environ: t.Mapping[str, str] | None,
+    dotenv: t.Mapping[str, str] | None,
+) -> list[t.Mapping[str, t.Any]]:
+    return [
+        config or {},
+        os.environ if environ is None else environ,
+        read_dotenv() if dotenv is None else dotenv,
+    ]
+
+
+def _parse(names: t.Iterable[str], sources: list[t.Mapping[str, t.Any]]) -> dict[str, t.Any]:
+    """The :class:`Settings` fields of ``names`` that some source sets, parsed.
+
+    :raises ConfigError: a value is malformed.
+    """
+    values: dict[str, t.Any] = {}
+    for name in names:
+        field, parse, expected = VARIABLES[name]
+        raw = next((src[name] for src in sources if src.get(name) is not None), None)
+        if raw is None:
+            continue
+        if not isinstance(raw, str):
+            raw = ",".join(map(str, raw)) if isinstance(raw, list | tuple) else str(raw)
+            raw = {"True": "1", "False": "0"}.get(raw, raw)
+        try:
+            values[field] = parse(raw)
+        except ValueError:
+            shown = "" if name in _SECRET_VARIABLES else f"={raw!r}"
+            raise ConfigError(
+                f"Invalid {name}{shown}: expected {expected}. Fix it in the environment or .env."
+            ) from None
+    return values
 
 
 def load_settings(
@@ -237,26 +346,7 @@ def load_settings(
     :raises ConfigError: a value is malformed, or the API key is missing outside
         demo mode.
     """
-    sources: list[t.Mapping[str, t.Any]] = [
-        config or {},
-        os.environ if environ is None else environ,
-        read_dotenv() if dotenv is None else dotenv,
-    ]
-    values: dict[str, t.Any] = {}
-    for name, (field, parse, expected) in VARIABLES.items():
-        raw = next((src[name] for src in sources if src.get(name) is not None), None)
-        if raw is None:
-            continue
-        if not isinstance(raw, str):
-            raw = ",".join(map(str, raw)) if isinstance(raw, list | tuple) else str(raw)
-            raw = {"True": "1", "False": "0"}.get(raw, raw)
-        try:
-            values[field] = parse(raw)
-        except ValueError:
-            raise ConfigError(
-                f"Invalid {name}={raw!r}: expected {expected}. Fix it in the environment or .env."
-            ) from None
-    settings = Settings(**values)
+    settings = Settings(**_parse(VARIABLES, _sources(config, environ, dotenv)))
     if not settings.demo and not settings.api_key.strip():
         raise ConfigError(MISSING_KEY_MESSAGE)
     if settings.max_events < 2:
@@ -264,3 +354,20 @@ def load_settings(
             f"Invalid NGAI_MAX_EVENTS={settings.max_events}: expected a whole number > 1."
         )
     return settings
+
+
+#: what gunicorn's configuration needs before any app exists
+SERVER_VARIABLES = ("HOST", "PORT", "NGAI_LOG_FORMAT")
+
+
+def load_server_settings(
+    environ: t.Mapping[str, str] | None = None,
+    dotenv: t.Mapping[str, str] | None = None,
+) -> Settings:
+    """Parse only ``HOST``, ``PORT`` and ``NGAI_LOG_FORMAT`` (the rest keep their
+    defaults, and no key is required): what gunicorn's configuration reads at
+    import, before the master checks the whole configuration.
+
+    :raises ConfigError: one of those values is malformed.
+    """
+    return Settings(**_parse(SERVER_VARIABLES, _sources(None, environ, dotenv)))

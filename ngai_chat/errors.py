@@ -12,6 +12,7 @@ any of them into the same SSE ``error`` event::
     ├── Unauthorized                   401 unauthorized
     ├── ModelNotAllowed                403 model_not_allowed
     ├── RateLimited                    429 rate_limited          (+ retryAfter)
+    ├── BudgetExceeded                 429 budget_exceeded       (+ retryAfter)
     ├── CapacityExceeded               503 capacity_exceeded     (+ retryAfter)
     ├── SessionNotFound                404 session_not_found
     ├── NotFound                       404 not_found
@@ -37,6 +38,7 @@ import typing as t
 
 __all__ = [
     "ApiError",
+    "BudgetExceeded",
     "CapacityExceeded",
     "ContentBlocked",
     "InsufficientCredits",
@@ -161,6 +163,14 @@ class RateLimited(ApiError):
     status = 429
     retryable = True
     default_message = "Too many requests; wait a little and try again."
+    default_retry_after = 60
+
+
+class BudgetExceeded(ApiError):
+    code = "budget_exceeded"
+    status = 429
+    retryable = True
+    default_message = "The spending budget is used up; try again when its window resets."
     default_retry_after = 60
 
 

@@ -176,6 +176,7 @@ class Generation:
             Finished(
                 outcome=outcome,
                 model=self.answer.model,
+                request_model=session.request.get("model"),
                 usage=self.answer.usage,
                 chunks=self.events,
                 client=session.client,

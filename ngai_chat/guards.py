@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import hmac
 import math
+import time
 import typing as t
 
-from .config import DEMO_MODEL
+import gevent
+from limits import RateLimitItem
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
 from .config import Settings
 from .errors import ModelNotAllowed
 from .errors import RateLimited
+from .errors import StoreUnavailable
 from .errors import Unauthorized
 from .schema import ChatRequest
 
 __all__ = [
+    "RateLimitStatus",
     "RateLimiter",
     "check_model_allowed",
     "check_token",
     "client_key",
+    "deadline",
     "model_allowed",
+    "rate_limiter_for",
     "upstream_body",
 ]
 
@@ -48,7 +59,7 @@ def upstream_body(chat: ChatRequest, settings: Settings) -> dict[str, t.Any]:
 
     :raises ModelNotAllowed: a model outside ``NGAI_MODEL_ALLOWLIST``.
     """
-    model = chat.model or (DEMO_MODEL if settings.demo else settings.default_model)
+    model = chat.model or settings.effective_default_model
     check_model_allowed(model, settings.model_allowlist)
     for index, fallback in enumerate(chat.params.get("models", ())):
         check_model_allowed(fallback, settings.model_allowlist, field=f"models[{index}]")
@@ -93,33 +104,130 @@ def check_token(authorization: str | None, tokens: tuple[str, ...]) -> str | Non
     )
 
 
-class RateLimiter:
-    """A fixed-window limit per client key.
+@dataclasses.dataclass(frozen=True)
+class RateLimitStatus:
+    """One client's standing after a counted call: what the ``RateLimit-*``
+    headers say (the window with the fewest calls left), and whether the call
+    was refused.
+    """
 
-    :param limit: calls allowed per window.
-    :param window: window length in seconds.
-    :param counter: ``counter(key, window) -> (count, seconds_left)``: the
-        store's :meth:`~ngai_chat.store.Store.hit`, so that every instance
-        sharing Redis shares the limit.
+    #: calls allowed in the window described
+    limit: int
+    #: calls left in it
+    remaining: int
+    #: whole seconds until it resets
+    reset: int
+    #: seconds to wait when refused (the longest wait among the full windows),
+    #: else ``None``
+    retry_after: int | None = None
+    #: the full windows, as ``NGAI_RATE_LIMIT`` spells them, for the message
+    refused: tuple[str, ...] = ()
+
+    def headers(self) -> dict[str, str]:
+        """The ``RateLimit-Limit``, ``-Remaining`` and ``-Reset`` headers."""
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset),
+        }
+
+    def check(self) -> None:
+        """:raises RateLimited: the call was refused, with the real wait."""
+        if self.retry_after is not None:
+            raise RateLimited(
+                f"Too many requests from this client: the limit of {' and '.join(self.refused)} "
+                f"(NGAI_RATE_LIMIT) is used up. Try again in {self.retry_after} s.",
+                retry_after=self.retry_after,
+            )
+
+
+class RateLimiter:
+    """``NGAI_RATE_LIMIT`` per client, on the `limits` library: a moving window
+    for each configured window (every one applies), kept in memory or in Redis
+    with the sessions, so that every process sharing Redis shares the limit.
+
+    :param windows: the parsed windows (``20/minute;500/day``).
+    :param storage_url: ``memory://`` or the ``REDIS_URL``.
+    :param key_prefix: prefix of the Redis keys, beside the store's.
+    :param clock: wall-clock source; only for the seconds in the headers, since
+        `limits` reads ``time.time()`` itself.
     """
 
     def __init__(
-        self, limit: int, window: int, counter: t.Callable[[str, int], tuple[int, float]]
+        self,
+        windows: t.Sequence[RateLimitItem],
+        storage_url: str = "memory://",
+        *,
+        key_prefix: str = "ngai:rate",
+        clock: t.Callable[[], float] = time.time,
     ) -> None:
-        self.limit = limit
-        self.window = window
-        self._counter = counter
-
-    def hit(self, key: str) -> None:
-        """Count one call for ``key``.
-
-        :raises RateLimited: over the limit, with the seconds until it resets.
-        """
-        count, left = self._counter(f"rate:{key}", self.window)
-        if count > self.limit:
-            retry_after = max(1, math.ceil(left))
-            raise RateLimited(
-                f"Too many requests: the limit is {self.limit} per {self.window} s "
-                f"(NGAI_RATE_LIMIT). Try again in {retry_after} s.",
-                retry_after=retry_after,
+        self.windows = tuple(windows)
+        options: dict[str, t.Any] = {"wrap_exceptions": True}
+        if not storage_url.startswith("memory://"):
+            # RESP2 as the store uses; fail fast rather than hang a /prepare
+            options.update(
+                key_prefix=key_prefix, protocol=2, socket_timeout=5.0, socket_connect_timeout=2.0
             )
+        self.storage = storage_from_string(storage_url, **options)
+        self._limiter = MovingWindowRateLimiter(self.storage)
+        self._clock = clock
+
+    def hit(self, key: str) -> RateLimitStatus:
+        """Count one call for ``key`` in every window that has room.
+
+        :return: the status to report; :meth:`RateLimitStatus.check` raises
+            when a window was full.
+        :raises StoreUnavailable: the Redis behind the limit failed.
+        """
+        try:
+            stats = []
+            for window in self.windows:
+                allowed = self._limiter.hit(window, "prepare", key)
+                stats.append(
+                    (window, allowed, self._limiter.get_window_stats(window, "prepare", key))
+                )
+        except StorageError as exc:
+            raise StoreUnavailable(
+                "The rate limit store (Redis) is unreachable or failing; try again shortly."
+            ) from exc
+        now = self._clock()
+        # the window with the fewest calls left; of equals, the one that frees last
+        window, _, shown = min(stats, key=lambda item: (item[2].remaining, -item[2].reset_time))
+        refused = [(w, s) for w, allowed, s in stats if not allowed]
+        retry_after = (
+            max(max(1, math.ceil(s.reset_time - now)) for _, s in refused) if refused else None
+        )
+        return RateLimitStatus(
+            limit=window.amount,
+            remaining=max(0, shown.remaining),
+            reset=max(0, math.ceil(shown.reset_time - now)),
+            retry_after=retry_after,
+            refused=tuple(_spell(w) for w, _ in refused),
+        )
+
+
+def _spell(window: RateLimitItem) -> str:
+    """``20 per 1 minute`` → ``20/minute``; ``5 per 10 second`` → ``5/10 seconds``."""
+    name = window.GRANULARITY.name
+    if window.multiples == 1:
+        return f"{window.amount}/{name}"
+    return f"{window.amount}/{window.multiples} {name}s"
+
+
+def rate_limiter_for(settings: Settings, store_kind: str) -> RateLimiter | None:
+    """The rate limiter for ``NGAI_RATE_LIMIT``, kept where the sessions are
+    (Redis when the store is Redis, else this process's memory); ``None``
+    when no limit is set.
+    """
+    if settings.rate_limit is None:
+        return None
+    url = settings.redis_url if store_kind == "redis" and settings.redis_url else "memory://"
+    return RateLimiter(settings.rate_limit, url, key_prefix=f"{settings.redis_key_prefix}rate")
+
+
+def deadline(seconds: float) -> gevent.Timeout:
+    """A context in which blocking I/O gives up after ``seconds`` in all, with
+    :class:`TimeoutError`. It acts in a gevent worker (where a blocked read
+    yields to the hub), and does nothing in a plain thread.
+    """
+    return gevent.Timeout(seconds, TimeoutError)

@@ -4,23 +4,40 @@ The gevent worker monkey-patches before it imports the app, so there is no
 ``preload_app``: preloading would import ``ssl`` and ``requests`` unpatched, and
 start background greenlets in the master. Settings are checked once in the master
 (``on_starting``) so a bad value stops the server with one clear line instead of
-every worker failing to boot.
+every worker failing to boot; the master also gives the startup notices (demo
+mode, the open-relay warning) once for all its workers, and says where it serves
+once it listens.
+
+It binds ``HOST:PORT`` (``127.0.0.1:3000``: a person's machine) unless told
+otherwise; the Procfile binds ``0.0.0.0:$PORT`` itself, as a PaaS needs.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import typing as t
+from pathlib import Path
 
+import ngai_chat.log
 from ngai_chat.config import ConfigError
+from ngai_chat.config import load_server_settings
 from ngai_chat.config import load_settings
-from ngai_chat.config import read_dotenv
 from ngai_chat.log import emit
+from ngai_chat.log import startup_notices
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '3000')}"
-worker_class = "gevent"
+try:
+    _server = load_server_settings()
+except ConfigError as exc:
+    emit(str(exc), level="error")
+    sys.exit(1)
+
+bind = f"{_server.host}:{_server.port}"
+#: gunicorn's gevent worker, with a timeout on every client socket (NGAI_CLIENT_TIMEOUT)
+worker_class = "ngai_chat.worker.ClientTimeoutWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 #: open connections per worker; NGAI_MAX_STREAMS stays below it
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "6000"))
@@ -33,9 +50,9 @@ preload_app = False
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
-_log_format = {**read_dotenv(), **os.environ}.get("NGAI_LOG_FORMAT", "text").strip().lower()
-os.environ.setdefault("NGAI_LOG_FORMAT", _log_format)
-if _log_format == "json":
+# emit() and the workers read it from the environment, .env or not
+os.environ["NGAI_LOG_FORMAT"] = _server.log_format
+if _server.log_format == "json":
     #: gunicorn's own lines as JSON objects too
     logconfig_dict = {
         "version": 1,
@@ -87,13 +104,69 @@ def on_starting(server: t.Any) -> None:
             "GUNICORN_WORKER_CONNECTIONS.",
             level="warning",
         )
-    if settings.demo:
-        server.log.warning(
-            "ngai_chat: demo mode (NGAI_DEMO=1): the offline model 'ngai/demo' answers; "
-            "set OPENROUTER_API_KEY to relay real models"
-        )
+    setup_metrics_dir(settings.metrics)
+    for level, message in startup_notices(settings):
+        server.log.log(level, "ngai_chat: %s", message)
+    # the workers fork from here and inherit it: they do not say these again
+    ngai_chat.log.notices_given_by_master = True
+
+
+def when_ready(server: t.Any) -> None:
+    """Say where the server listens, once it does."""
+    for listener in server.LISTENERS:
+        address = listener.sock.getsockname()
+        if not isinstance(address, tuple):  # a unix socket
+            server.log.info("ngai_chat: serving on %s", listener)
+            continue
+        host, port = address[0], address[1]
+        if host in {"0.0.0.0", "::"}:
+            server.log.info(
+                "ngai_chat: serving on http://localhost:%s/ (and every interface of this host)",
+                port,
+            )
+        else:
+            server.log.info(
+                "ngai_chat: serving on http://%s:%s/", f"[{host}]" if ":" in host else host, port
+            )
+
+
+#: the metrics directory this master made (and removes on exit), if any
+_metrics_dir_made: str | None = None
+
+
+def setup_metrics_dir(enabled: bool) -> None:
+    """Give the workers a fresh ``PROMETHEUS_MULTIPROC_DIR`` (in the master, before any
+    fork): a new temporary directory, or the operator's own emptied of the last
+    run's files, so that a scrape sums this run's workers only.
+
+    :param enabled: ``NGAI_METRICS``; off, nothing is set up.
+    """
+    global _metrics_dir_made
+    if not enabled:
+        return
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        for stale in Path(path).glob("*.db"):
+            stale.unlink(missing_ok=True)
     else:
-        server.log.info("ngai_chat: relaying to %s", settings.base_url)
+        path = _metrics_dir_made = tempfile.mkdtemp(prefix="ngai-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    emit(f"metrics: GET /metrics sums the workers' samples kept in {path}")
+
+
+def child_exit(server: t.Any, worker: t.Any) -> None:
+    """A worker exited (or was killed): its counters stay in the sum, its gauges go."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: t.Any) -> None:
+    """Remove the metrics directory this master made."""
+    if _metrics_dir_made is not None:
+        shutil.rmtree(_metrics_dir_made, ignore_errors=True)
 
 
 def post_worker_init(worker: t.Any) -> None:

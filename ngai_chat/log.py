@@ -9,9 +9,62 @@ import os
 import sys
 import typing as t
 
-__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging", "emit"]
+if t.TYPE_CHECKING:
+    from .config import Settings
 
+__all__ = [
+    "JsonFormatter",
+    "RedactingFilter",
+    "configure_logging",
+    "emit",
+    "give_startup_notices",
+    "startup_notices",
+]
+
+#: what a secret is replaced with, in log lines and in what clients see
 REDACTED = "[redacted]"
+
+DEMO_NOTICE = (
+    "demo mode: no upstream is called; the offline model 'ngai/demo' answers every "
+    "request. Set OPENROUTER_API_KEY (environment or .env) to relay real models."
+)
+OPEN_RELAY_WARNING = (
+    "open relay: anyone who can reach this server can use it, on your OPENROUTER_API_KEY, "
+    "with any model and as often as they like; set NGAI_API_TOKENS (bearer tokens), "
+    "NGAI_MODEL_ALLOWLIST (e.g. *:free) or NGAI_RATE_LIMIT (e.g. 20/minute) to close it."
+)
+
+#: set by gunicorn's master once it has given the startup notices; the workers it
+#: forks inherit it, so that they do not say the same things again
+notices_given_by_master = False
+
+
+def startup_notices(settings: Settings) -> list[tuple[int, str]]:
+    """What starting with ``settings`` tells the operator, in order, as
+    ``(logging level, message)``: demo mode or where answers come from, then the
+    open-relay warning (SPEC §5 invariant 9).
+    """
+    notices: list[tuple[int, str]] = []
+    if settings.demo:
+        notices.append((logging.WARNING, DEMO_NOTICE))
+    else:
+        notices.append(
+            (logging.INFO, f"relaying to {settings.base_url} (store: {settings.store_kind})")
+        )
+    if settings.open_relay:
+        notices.append((logging.WARNING, OPEN_RELAY_WARNING))
+    return notices
+
+
+def give_startup_notices(settings: Settings, logger: logging.Logger) -> None:
+    """Log :func:`startup_notices` unless gunicorn's master already gave them.
+
+    :param logger: where they go (gunicorn's error log in the master).
+    """
+    if notices_given_by_master:
+        return
+    for level, message in startup_notices(settings):
+        logger.log(level, message)
 
 
 class RedactingFilter(logging.Filter):

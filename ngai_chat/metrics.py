@@ -1,43 +1,138 @@
-"""Prometheus metrics (``NGAI_METRICS=1``), counted in this worker process.
+"""Prometheus metrics (``NGAI_METRICS=1``) on ``prometheus_client``, for the whole instance.
 
-Plain counters in dicts: incrementing one is a dict update, cheap enough for the
-per-chunk path. ``GET /metrics`` renders the text exposition format; each gunicorn
-worker reports its own numbers (scrape them per process, or sum them).
+Two modes, chosen by the environment when an app is created:
+
+- **multiprocess** (``PROMETHEUS_MULTIPROC_DIR`` set: the gunicorn hooks in
+  :mod:`ngai_chat.gunicorn_conf` set it up): every worker writes its samples to
+  memory-mapped files in that directory, and a scrape, whichever worker answers,
+  merges every file with a :class:`~prometheus_client.multiprocess.MultiProcessCollector`.
+  Counters of workers that died stay in the sum; gauges of dead workers drop out
+  (``livesum``).
+- **one process** (no such variable: a host app, the tests): a private
+  :class:`~prometheus_client.CollectorRegistry` per app, never the global
+  ``REGISTRY``, so that several apps in one process, and a host app with metrics
+  of its own, do not collide.
+
+The relay and the views report through the methods of :class:`Metrics` only.
+Nothing is counted per chunk: a generation's chunks, tokens and cost are counted
+once, when it ends (:meth:`Metrics.generation_finished`).
 """
 
 from __future__ import annotations
 
-import bisect
-import collections
+import contextlib
 import dataclasses
+import logging
+import math
+import os
 import typing as t
 
-__all__ = ["METRICS_HELP", "Finished", "Metrics"]
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter
+from prometheus_client import Gauge
+from prometheus_client import Histogram
+from prometheus_client import generate_latest
+from prometheus_client import values
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
-#: name → (type, help); the README lists the same
-METRICS_HELP: dict[str, tuple[str, str]] = {
-    "ngai_info": ("gauge", "Always 1; labels: version, store, upstream."),
-    "ngai_sessions_created_total": ("counter", "Sessions created by POST /prepare."),
+from . import errors
+
+__all__ = ["CONTENT_TYPE", "METRICS_HELP", "UPSTREAM_ERROR_CODES", "Finished", "Metrics"]
+
+log = logging.getLogger(__name__)
+
+#: what ``GET /metrics`` answers with (the text format ``generate_latest`` writes)
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+#: name → (type, labels, help); the README's "Metrics" section lists the same
+METRICS_HELP: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "ngai_info": ("gauge", ("version", "store", "upstream"), "Always 1."),
+    "ngai_sessions_created_total": ("counter", (), "Sessions created by POST /prepare."),
     "ngai_requests_rejected_total": (
         "counter",
-        "Requests answered with an error, by error code.",
+        ("code",),
+        "Requests answered with an error (HTTP or a refused stream), by error code.",
     ),
-    "ngai_sessions_live": ("gauge", "Sessions pending or generating, in the whole store."),
-    "ngai_streams_open": ("gauge", "GET /stream responses open in this process."),
-    "ngai_streams_total": ("counter", "GET /stream responses started in this process."),
-    "ngai_generations_running": ("gauge", "Upstream requests in flight in this process."),
+    "ngai_sessions_live": (
+        "gauge",
+        (),
+        "Sessions pending or generating in the store (with Redis: every instance's).",
+    ),
+    "ngai_streams_open": ("gauge", (), "GET /stream responses open, summed over live workers."),
+    "ngai_streams_total": ("counter", (), "GET /stream responses started."),
+    "ngai_generations_running": (
+        "gauge",
+        (),
+        "Upstream requests in flight, summed over live workers.",
+    ),
     "ngai_generations_total": (
         "counter",
+        ("outcome",),
         "Finished generations, by outcome (done, cancelled, or the error code).",
     ),
-    "ngai_events_total": ("counter", "Events appended to logs by this process, by event."),
-    "ngai_upstream_first_chunk_seconds": (
+    "ngai_upstream_errors_total": (
+        "counter",
+        ("code",),
+        "Generations ended by an upstream failure, by error code (upstream_unavailable, ...).",
+    ),
+    "ngai_events_total": ("counter", ("event",), "Events appended to session logs, by event."),
+    "ngai_tokens_total": (
+        "counter",
+        ("model", "kind"),
+        "Tokens from the usage of finished answers, by model and kind "
+        "(prompt, completion, reasoning, cached).",
+    ),
+    "ngai_cost_usd_total": (
+        "counter",
+        ("model",),
+        "Cost in USD from the usage of finished answers, by model.",
+    ),
+    "gen_ai_client_token_usage": (
         "histogram",
-        "Seconds from starting the upstream request to its first chunk.",
+        (
+            "gen_ai_operation_name",
+            "gen_ai_provider_name",
+            "gen_ai_request_model",
+            "gen_ai_response_model",
+            "gen_ai_token_type",
+        ),
+        "Input and output tokens per answer (OpenTelemetry gen_ai.client.token.usage).",
+    ),
+    "gen_ai_client_operation_time_to_first_chunk_seconds": (
+        "histogram",
+        ("gen_ai_operation_name", "gen_ai_provider_name"),
+        "Seconds from sending the upstream request to its first chunk "
+        "(OpenTelemetry gen_ai.client.operation.time_to_first_chunk).",
+    ),
+    "ngai_relay_delay_seconds": (
+        "histogram",
+        (),
+        "Seconds from an upstream chunk's arrival to its write to the first reader (sampled).",
     ),
 }
 
-_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: the OpenTelemetry GenAI conventions' buckets for token counts
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
+#: ... and for durations in seconds
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96)
+#: the relay's own delay is meant to be well under a millisecond
+RELAY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+#: a model name longer than this is cut in labels (label values are kept forever)
+MAX_LABEL = 200
+
+
+def _codes(cls: type[errors.ApiError]) -> set[str]:
+    found = {cls.code}
+    for sub in cls.__subclasses__():
+        found |= _codes(sub)
+    return found
+
+
+#: the error codes that mean the upstream failed (``ngai_upstream_errors_total``)
+UPSTREAM_ERROR_CODES = frozenset(_codes(errors.UpstreamError))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,89 +149,264 @@ class Finished:
     chunks: int
     #: who made the session (:attr:`~ngai_chat.store.SessionInfo.client`)
     client: str
+    #: the model the request named, when the relay knows it (else :attr:`model`)
+    request_model: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """The numbers of an upstream ``usage`` object; each ``None`` when absent or not a
+    finite non-negative number (an upstream's garbage never reaches a counter).
+    """
+
+    prompt: float | None
+    completion: float | None
+    total: float | None
+    reasoning: float | None
+    cached: float | None
+    cost: float | None
+
+    @classmethod
+    def of(cls, usage: t.Any) -> Usage | None:
+        """Read a usage object; ``None`` when it is not one."""
+        if not isinstance(usage, dict):
+            return None
+        completion_details = usage.get("completion_tokens_details")
+        prompt_details = usage.get("prompt_tokens_details")
+        prompt = _amount(usage, "prompt_tokens")
+        completion = _amount(usage, "completion_tokens")
+        total = _amount(usage, "total_tokens")
+        if total is None and (prompt is not None or completion is not None):
+            total = (prompt or 0) + (completion or 0)
+        return cls(
+            prompt=prompt,
+            completion=completion,
+            total=total,
+            reasoning=_amount(completion_details, "reasoning_tokens"),
+            cached=_amount(prompt_details, "cached_tokens"),
+            cost=_amount(usage, "cost"),
+        )
+
+
+def _amount(obj: t.Any, key: str) -> float | None:
+    if not isinstance(obj, dict):
+        return None
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return value
+
+
+class _ScrapeTime:
+    """A collector of the values read when scraped: the store's live sessions, and
+    the app's info (constant labels), so that neither needs a per-process file.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> t.Iterable[Metric]:
+        info = GaugeMetricFamily(
+            "ngai_info", METRICS_HELP["ngai_info"][2], labels=list(self._metrics.info)
+        )
+        info.add_metric(list(self._metrics.info.values()), 1)
+        yield info
+        live = float("nan")
+        if self._metrics.live_sessions is not None:
+            # NaN when the store does not answer this scrape
+            with contextlib.suppress(errors.StoreUnavailable):
+                live = float(self._metrics.live_sessions())
+        yield GaugeMetricFamily("ngai_sessions_live", METRICS_HELP["ngai_sessions_live"][2], live)
 
 
 class Metrics:
-    """The counters of one app in one process.
+    """The metrics of one app (in multiprocess mode: of every worker of the instance).
 
-    The relay and the views report through the methods below and nothing else,
-    so that how they are kept can change without touching the hot path.
+    :param enabled: ``NGAI_METRICS``; when off nothing is kept (the
+        :meth:`on_finished` listeners still hear every generation).
+    :param provider: the upstream's name (``openrouter``, ``demo``), the
+        ``gen_ai_provider_name`` label.
+    :param info: the labels of ``ngai_info``.
     """
 
-    def __init__(self) -> None:
-        self.sessions_created = 0
-        self.streams_total = 0
-        self.rejected: collections.Counter[str] = collections.Counter()
-        self.generations: collections.Counter[str] = collections.Counter()
-        self.events: collections.Counter[str] = collections.Counter()
-        self._first_chunk_buckets = [0] * (len(_BUCKETS) + 1)
-        self._first_chunk_sum = 0.0
-        self._first_chunk_count = 0
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        provider: str = "openrouter",
+        info: dict[str, str] | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self.provider = provider
+        self.info = dict(info or {})
+        #: set (``PROMETHEUS_MULTIPROC_DIR``): samples go to files there, and a
+        #: scrape merges every process's files
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        #: ``live_sessions() -> int``, read at scrape time (the store's count)
+        self.live_sessions: t.Callable[[], int] | None = None
+        #: ``running() -> int``: generations in flight in this process, read when a
+        #: stream opens and when a generation finishes (unless the relay reports
+        #: :meth:`generation_started` itself)
+        self.running: t.Callable[[], int] | None = None
+        self._starts_reported = False
+        self._listeners: list[t.Callable[[Finished], None]] = []
+        #: the private registry (one-process mode), where the metrics below live
+        self.registry = CollectorRegistry()
+        if not enabled:
+            return
+        if self.multiprocess_dir:
+            _use_multiprocess_values()
+        # multiprocess: the values live in files, and a scrape builds its own registry
+        registry = None if self.multiprocess_dir else self.registry
+        self._scrape_time = _ScrapeTime(self)
+        if registry is not None:
+            registry.register(self._scrape_time)
+
+        def help_of(name: str) -> str:
+            return METRICS_HELP[name][2]
+
+        def counter(name: str) -> Counter:
+            labels = METRICS_HELP[name][1]
+            return Counter(name, help_of(name), labels, registry=registry)
+
+        def gauge(name: str) -> Gauge:
+            return Gauge(name, help_of(name), registry=registry, multiprocess_mode="livesum")
+
+        def histogram(name: str, buckets: t.Sequence[float]) -> Histogram:
+            labels = METRICS_HELP[name][1]
+            return Histogram(name, help_of(name), labels, buckets=buckets, registry=registry)
+
+        self.sessions_created = counter("ngai_sessions_created_total")
+        self.requests_rejected = counter("ngai_requests_rejected_total")
+        self.streams_open = gauge("ngai_streams_open")
+        self.streams_total = counter("ngai_streams_total")
+        self.generations_running = gauge("ngai_generations_running")
+        self.generations = counter("ngai_generations_total")
+        self.upstream_errors = counter("ngai_upstream_errors_total")
+        self.events = counter("ngai_events_total")
+        self.tokens = counter("ngai_tokens_total")
+        self.cost = counter("ngai_cost_usd_total")
+        self.token_usage = histogram("gen_ai_client_token_usage", TOKEN_BUCKETS)
+        ttfc = histogram("gen_ai_client_operation_time_to_first_chunk_seconds", DURATION_BUCKETS)
+        self.first_chunk = ttfc.labels("chat", provider)
+        self.relay_delay = histogram("ngai_relay_delay_seconds", RELAY_BUCKETS)
+
+    # --- what the relay and the views report ---------------------------------
 
     def session_created(self) -> None:
-        self.sessions_created += 1
+        """``POST /prepare`` created a session."""
+        if self.enabled:
+            self.sessions_created.inc()
 
     def request_rejected(self, code: str) -> None:
-        self.rejected[code] += 1
+        """A request was answered with the error ``code``."""
+        if self.enabled:
+            self.requests_rejected.labels(code).inc()
 
     def stream_opened(self) -> None:
-        self.streams_total += 1
+        """A ``GET /stream`` response started (after any generation it starts)."""
+        if self.enabled:
+            self.streams_total.inc()
+            self.streams_open.inc()
+            self._count_running()
 
     def stream_closed(self) -> None:
-        """A ``GET /stream`` response closed (its gauge is the relay's count)."""
+        """A ``GET /stream`` response closed."""
+        if self.enabled:
+            self.streams_open.dec()
+
+    def generation_started(self) -> None:
+        """A generation started in this process (optional: without it the gauge is
+        read from :attr:`running`).
+        """
+        if self.enabled:
+            self._starts_reported = True
+            self.generations_running.inc()
 
     def generation_finished(self, finished: Finished) -> None:
-        self.events["chunk"] += finished.chunks
-        self.events["error" if finished.outcome not in ("done", "cancelled") else "done"] += 1
-        self.generations[finished.outcome] += 1
+        """A generation ended its log (once per generation, in the process that ran it).
 
-    def observe_relay_delay(self, seconds: float) -> None:
-        """Seconds from an upstream chunk's arrival to its write to a reader."""
+        :param finished: its outcome, model, usage and size.
+        """
+        for listener in self._listeners:
+            try:
+                listener(finished)
+            except Exception:  # a listener's failure must not break the relay
+                log.exception("a generation_finished listener failed")
+        if not self.enabled:
+            return
+        if self._starts_reported:
+            self.generations_running.dec()
+        else:
+            self._count_running()
+        self.generations.labels(finished.outcome).inc()
+        if finished.outcome in UPSTREAM_ERROR_CODES:
+            self.upstream_errors.labels(finished.outcome).inc()
+        self.events.labels("chunk").inc(finished.chunks)
+        self.events.labels("done" if finished.outcome in ("done", "cancelled") else "error").inc()
+        usage = Usage.of(finished.usage)
+        if usage is None:
+            return
+        model = (finished.model or finished.request_model or "unknown")[:MAX_LABEL]
+        request_model = (finished.request_model or model)[:MAX_LABEL]
+        for kind, amount in (
+            ("prompt", usage.prompt),
+            ("completion", usage.completion),
+            ("reasoning", usage.reasoning),
+            ("cached", usage.cached),
+        ):
+            if amount is not None:
+                self.tokens.labels(model, kind).inc(amount)
+        for kind, amount in (("input", usage.prompt), ("output", usage.completion)):
+            if amount is not None:
+                self.token_usage.labels("chat", self.provider, request_model, model, kind).observe(
+                    amount
+                )
+        if usage.cost is not None:
+            self.cost.labels(model).inc(usage.cost)
 
     def observe_first_chunk(self, seconds: float) -> None:
-        self._first_chunk_buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1
-        self._first_chunk_sum += seconds
-        self._first_chunk_count += 1
+        """Seconds from sending the upstream request to its first chunk."""
+        if self.enabled:
+            self.first_chunk.observe(seconds)
 
-    def render(self, *, info: dict[str, str], gauges: dict[str, float]) -> str:
-        """The text exposition format (version 0.0.4)."""
-        lines: list[str] = []
+    def observe_relay_delay(self, seconds: float) -> None:
+        """Seconds from an upstream chunk's arrival to its write to the first reader."""
+        if self.enabled:
+            self.relay_delay.observe(seconds)
 
-        def family(name: str, samples: t.Iterable[tuple[str, float]]) -> None:
-            kind, text = METRICS_HELP[name]
-            lines.append(f"# HELP {name} {text}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
+    # --- for the app ---------------------------------------------------------
 
-        family("ngai_info", [(_labels(info), 1)])
-        family("ngai_sessions_created_total", [("", self.sessions_created)])
-        family("ngai_requests_rejected_total", _by("code", self.rejected))
-        for name, value in gauges.items():
-            family(name, [("", value)])
-        family("ngai_streams_total", [("", self.streams_total)])
-        family("ngai_generations_total", _by("outcome", self.generations))
-        family("ngai_events_total", _by("event", self.events))
-        cumulative = 0
-        samples: list[tuple[str, float]] = []
-        for bound, count in zip((*_BUCKETS, float("inf")), self._first_chunk_buckets, strict=True):
-            cumulative += count
-            le = "+Inf" if bound == float("inf") else _number(bound)
-            samples.append((f'_bucket{{le="{le}"}}', cumulative))
-        samples += [("_sum", self._first_chunk_sum), ("_count", self._first_chunk_count)]
-        family("ngai_upstream_first_chunk_seconds", samples)  # suffixed samples
-        return "\n".join(lines) + "\n"
+    def on_finished(self, listener: t.Callable[[Finished], None]) -> None:
+        """Call ``listener`` with every :class:`Finished` (the budgets count there)."""
+        self._listeners.append(listener)
 
+    def render(self) -> bytes:
+        """The text exposition of every metric; in multiprocess mode, of every process."""
+        registry = self.registry
+        if self.enabled and self.multiprocess_dir:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            registry.register(self._scrape_time)
+        return generate_latest(registry)
 
-def _by(label: str, counter: collections.Counter[str]) -> list[tuple[str, float]]:
-    return [(_labels({label: key}), value) for key, value in sorted(counter.items())]
+    def _count_running(self) -> None:
+        # a generation starts right before the stream that asked for it opens, and
+        # leaves ``running`` right before it reports finishing: both moments
+        # refresh this process's gauge, so the relay needs no call of its own
+        if self.running is not None and not self._starts_reported:
+            self.generations_running.set(self.running())
 
 
-def _labels(labels: dict[str, str]) -> str:
-    def escape(value: str) -> str:
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _use_multiprocess_values() -> None:
+    """Make ``prometheus_client`` keep values in files from now on in this process.
 
-    return "{" + ",".join(f'{k}="{escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    It picks its value class once, when first imported; under gunicorn that is in
+    the master, before the hook that sets ``PROMETHEUS_MULTIPROC_DIR`` runs (the
+    config module imports the package). Picking again here, in the worker after
+    gevent's patching, also gives its lock the patched type.
+    """
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]

@@ -1,40 +1,83 @@
-"""The OpenAPI 3.1 document of the chat endpoints, with the mount prefix in its paths."""
+"""The OpenAPI 3.1 document of the chat endpoints, with the mount prefix in its paths.
+
+Nothing here restates a fact another module holds: error codes and statuses come
+from the error tree (:mod:`ngai_chat.errors`), the request's keys, roles and
+``maxLength`` from :mod:`ngai_chat.schema`, the ``free`` values from
+:mod:`ngai_chat.catalog`. What stays written by hand is what each endpoint may
+answer, by error class, and the prose.
+"""
 
 from __future__ import annotations
 
 import typing as t
 
-from . import __version__
+from . import errors
+from ._version import __version__
+from .catalog import FREE_VALUES
+from .schema import MAX_MODEL_LENGTH
+from .schema import MESSAGE_KEYS
+from .schema import OWN_KEYS
 from .schema import PASSTHROUGH
 from .schema import ROLES
 
-__all__ = ["openapi_document"]
+__all__ = ["error_classes", "openapi_document"]
 
-_ERROR_CODES = [
-    "invalid_json",
-    "invalid_request",
-    "unsupported_media_type",
-    "payload_too_large",
-    "unauthorized",
-    "model_not_allowed",
-    "rate_limited",
-    "capacity_exceeded",
-    "session_not_found",
-    "upstream_bad_request",
-    "upstream_unauthorized",
-    "content_blocked",
-    "insufficient_credits",
-    "upstream_rate_limited",
-    "upstream_unavailable",
-    "upstream_timeout",
-    "upstream_error",
-    "upstream_interrupted",
-    "too_long",
-    "store_unavailable",
-    "not_found",
-    "method_not_allowed",
-    "internal_error",
-]
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+#: what each operation may answer with an HTTP error, besides internal_error
+PREPARE_ERRORS: tuple[type[errors.ApiError], ...] = (
+    errors.InvalidJson,
+    errors.InvalidRequest,
+    errors.Unauthorized,
+    errors.ModelNotAllowed,
+    errors.PayloadTooLarge,
+    errors.UnsupportedMediaType,
+    errors.RateLimited,
+    errors.BudgetExceeded,
+    errors.CapacityExceeded,
+    errors.StoreUnavailable,
+)
+CANCEL_ERRORS: tuple[type[errors.ApiError], ...] = (
+    errors.Unauthorized,
+    errors.SessionNotFound,
+    errors.StoreUnavailable,
+)
+METRICS_ERRORS: tuple[type[errors.ApiError], ...] = (errors.NotFound,)
+
+#: the shapes of the message keys (the keys themselves are schema.MESSAGE_KEYS)
+_MESSAGE_PROPERTIES: dict[str, dict[str, t.Any]] = {
+    "role": {"type": "string", "enum": list(ROLES)},
+    "content": {
+        "oneOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "object", "required": ["type"]}},
+            {"type": "null"},
+        ]
+    },
+    "name": {"type": "string"},
+    "tool_calls": {"type": "array"},
+    "tool_call_id": {"type": "string"},
+    "reasoning_details": {
+        "type": "array",
+        "description": "On assistant messages: the done event's reasoningDetails of that "
+        "answer, sent back so the model keeps its reasoning. Passed upstream unchanged.",
+    },
+}
+
+#: the shapes of the request's own keys (the keys themselves are schema.OWN_KEYS)
+_OWN_PROPERTIES: dict[str, dict[str, t.Any]] = {
+    "model": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_MODEL_LENGTH,
+        "description": "Default: the server's NGAI_DEFAULT_MODEL.",
+    },
+    "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
+    "stream": {"description": "Ignored: answers always stream."},
+}
 
 _SESSION_ID = {
     "name": "sessionId",
@@ -45,15 +88,58 @@ _SESSION_ID = {
 }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+def error_classes() -> list[type[errors.ApiError]]:
+    """Every concrete error of the tree, base first, each code once."""
+    found: dict[str, type[errors.ApiError]] = {}
+    pending: list[type[errors.ApiError]] = [errors.ApiError]
+    while pending:
+        cls = pending.pop(0)
+        found.setdefault(cls.code, cls)
+        pending.extend(cls.__subclasses__())
+    return list(found.values())
 
 
-def _error(description: str) -> dict[str, t.Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": _ref("ErrorResponse")}},
-    }
+def _models_errors() -> list[type[errors.ApiError]]:
+    """What ``/models`` may answer when the upstream fails and nothing is cached:
+    any upstream error but those only a stream has.
+    """
+    stream_only = (errors.UpstreamStreamError, errors.UpstreamInterrupted)
+    return [
+        cls
+        for cls in error_classes()
+        if issubclass(cls, errors.UpstreamError) and not issubclass(cls, stream_only)
+    ]
+
+
+def _errors(*classes: type[errors.ApiError]) -> dict[str, t.Any]:
+    """The error responses of an operation, one per status, naming their codes."""
+    by_status: dict[int, list[type[errors.ApiError]]] = {}
+    every: list[type[errors.ApiError]] = [*classes, errors.InternalError]
+    for cls in every:
+        by_status.setdefault(cls.status, []).append(cls)
+    responses: dict[str, t.Any] = {}
+    for status, group in sorted(by_status.items()):
+        codes = " or ".join(cls.code for cls in group)
+        retry = " (Retry-After)" if any(cls.default_retry_after for cls in group) else ""
+        responses[str(status)] = {
+            "description": f"{codes}{retry}",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "allOf": [_ref("ErrorResponse")],
+                        "properties": {
+                            "error": {
+                                "properties": {
+                                    "code": {"enum": [cls.code for cls in group]},
+                                    "status": {"const": status},
+                                }
+                            }
+                        },
+                    }
+                }
+            },
+        }
+    return responses
 
 
 def _components() -> dict[str, t.Any]:
@@ -61,7 +147,7 @@ def _components() -> dict[str, t.Any]:
         "type": "object",
         "required": ["code", "message", "status"],
         "properties": {
-            "code": {"type": "string", "enum": _ERROR_CODES},
+            "code": {"type": "string", "enum": [cls.code for cls in error_classes()]},
             "message": {"type": "string", "description": "For people: what and what to do."},
             "status": {"type": "integer"},
             "retryable": {"type": "boolean"},
@@ -80,20 +166,8 @@ def _components() -> dict[str, t.Any]:
                 "required": ["role"],
                 "additionalProperties": False,
                 "properties": {
-                    "role": {"type": "string", "enum": list(ROLES)},
-                    "content": {
-                        "oneOf": [
-                            {"type": "string"},
-                            {
-                                "type": "array",
-                                "items": {"type": "object", "required": ["type"]},
-                            },
-                            {"type": "null"},
-                        ]
-                    },
-                    "name": {"type": "string"},
-                    "tool_calls": {"type": "array"},
-                    "tool_call_id": {"type": "string"},
+                    key: _MESSAGE_PROPERTIES.get(key, {"description": "Passed upstream."})
+                    for key in sorted(MESSAGE_KEYS, key=lambda k: (k != "role", k))
                 },
             },
             "PrepareRequest": {
@@ -101,9 +175,10 @@ def _components() -> dict[str, t.Any]:
                 "required": ["messages"],
                 "additionalProperties": False,
                 "properties": {
-                    "model": {"type": "string", "maxLength": 200},
-                    "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
-                    "stream": {"description": "Ignored: answers always stream."},
+                    **{
+                        key: _OWN_PROPERTIES[key]
+                        for key in sorted(OWN_KEYS, key=list(_OWN_PROPERTIES).index)
+                    },
                     **{
                         key: {"description": f"Passed upstream unchanged: {expected}."}
                         for key, (_, expected) in PASSTHROUGH.items()
@@ -126,23 +201,69 @@ def _components() -> dict[str, t.Any]:
                 "properties": {"error": _ref("Error")},
             },
             "ChunkEvent": {
-                "description": "event: chunk. The upstream chat.completion.chunk as received, "
-                "plus content: the text of choices[0].delta.content ('' when none).",
+                "description": "event: chunk. The upstream chat.completion.chunk exactly as "
+                "received, plus content (the text of choices[0].delta.content) and "
+                "reasoning (the text of choices[0].delta.reasoning), each '' when none.",
                 "type": "object",
-                "required": ["content"],
-                "properties": {"content": {"type": "string"}, "choices": {"type": "array"}},
+                "required": ["content", "reasoning"],
+                "properties": {
+                    "content": {"type": "string"},
+                    "reasoning": {"type": "string"},
+                    "id": {"type": "string"},
+                    "model": {"type": "string"},
+                    "choices": {"type": "array"},
+                    "usage": {"type": "object"},
+                },
             },
             "DoneEvent": {
                 "description": "event: done. The last event of a finished stream.",
                 "type": "object",
-                "required": ["finishReason", "model", "usage"],
+                "required": [
+                    "finishReason",
+                    "model",
+                    "usage",
+                    "generationId",
+                    "citations",
+                    "reasoningDetails",
+                ],
                 "properties": {
                     "finishReason": {
                         "type": ["string", "null"],
-                        "description": "stop, length, tool_calls, …, or cancelled after DELETE",
+                        "description": "The upstream's finish reason as sent (stop, length, "
+                        "tool_calls, …; null if none came), or cancelled after DELETE.",
                     },
-                    "model": {"type": ["string", "null"]},
-                    "usage": {"type": ["object", "null"]},
+                    "model": {
+                        "type": ["string", "null"],
+                        "description": "The model that answered, as the upstream reports it.",
+                    },
+                    "usage": {
+                        "type": ["object", "null"],
+                        "description": "The usage chunk's usage as sent (with cost when "
+                        "reported); null if none came.",
+                    },
+                    "generationId": {
+                        "type": ["string", "null"],
+                        "description": "The chunks' id (gen-…); null if no chunk came.",
+                    },
+                    "citations": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["url"],
+                            "properties": {
+                                "url": {"type": "string"},
+                                "title": {"type": "string"},
+                            },
+                        },
+                        "description": "The answer's url_citation annotations, de-duplicated "
+                        "by url, in order of first appearance.",
+                    },
+                    "reasoningDetails": {
+                        "type": "array",
+                        "items": {"type": "object"},
+                        "description": "The answer's reasoning_details merged by index: send "
+                        "them back on the assistant message of the next turn.",
+                    },
                 },
             },
             "ErrorEvent": {"description": "event: error. The last event of a failed stream."}
@@ -175,13 +296,7 @@ def openapi_document(prefix: str) -> dict[str, t.Any]:
                             "description": "The session; stream it at streamUrl.",
                             "content": {"application/json": {"schema": _ref("PrepareResponse")}},
                         },
-                        "400": _error("invalid_json or invalid_request (field names it)"),
-                        "401": _error("unauthorized: NGAI_API_TOKENS is set"),
-                        "403": _error("model_not_allowed"),
-                        "413": _error("payload_too_large"),
-                        "415": _error("unsupported_media_type"),
-                        "429": _error("rate_limited (Retry-After)"),
-                        "503": _error("capacity_exceeded or store_unavailable (Retry-After)"),
+                        **_errors(*PREPARE_ERRORS),
                     },
                 }
             },
@@ -190,15 +305,17 @@ def openapi_document(prefix: str) -> dict[str, t.Any]:
                     "summary": "Stream the answer as Server-Sent Events",
                     "description": "Events: chunk (ChunkEvent), then exactly one done "
                     "(DoneEvent) or error (ErrorEvent); every event has an id. Resume with "
-                    "the Last-Event-ID header or ?lastEventId=N. Errors, an unknown "
-                    "session included, arrive as an error event in a 200 stream.",
+                    "the Last-Event-ID header or ?lastEventId=N (ASCII digits; anything "
+                    "else counts as 0). Errors, an unknown session included, arrive as an "
+                    "error event in a 200 stream.",
                     "parameters": [
                         _SESSION_ID,
                         {
                             "name": "lastEventId",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "integer", "minimum": 0},
+                            "description": "ASCII digits, at most 11; anything else is 0.",
+                            "schema": {"type": "string"},
                         },
                         {
                             "name": "Last-Event-ID",
@@ -233,8 +350,7 @@ def openapi_document(prefix: str) -> dict[str, t.Any]:
                     "parameters": [_SESSION_ID],
                     "responses": {
                         "204": {"description": "Stopped; readers get done/cancelled."},
-                        "401": _error("unauthorized: NGAI_API_TOKENS is set"),
-                        "404": _error("session_not_found"),
+                        **_errors(*CANCEL_ERRORS),
                     },
                 },
             },
@@ -246,7 +362,9 @@ def openapi_document(prefix: str) -> dict[str, t.Any]:
                             "name": "free",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string", "enum": ["1", "true"]},
+                            "description": "Keep only models whose prompt and completion "
+                            "prices are both zero (any case; other values: all models).",
+                            "schema": {"type": "string", "enum": list(FREE_VALUES)},
                         }
                     ],
                     "responses": {
@@ -254,7 +372,7 @@ def openapi_document(prefix: str) -> dict[str, t.Any]:
                             "description": '{"data": [...]}; header Warning: 110 when stale',
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
-                        "502": _error("the upstream failed and no copy is cached"),
+                        **_errors(*_models_errors()),
                     },
                 }
             },
@@ -272,7 +390,7 @@ def openapi_document(prefix: str) -> dict[str, t.Any]:
                     "summary": "Prometheus metrics (NGAI_METRICS=1)",
                     "responses": {
                         "200": {"description": "text/plain; version=0.0.4"},
-                        "404": _error("not_found: metrics are off"),
+                        **_errors(*METRICS_ERRORS),
                     },
                 }
             },

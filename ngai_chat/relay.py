@@ -220,6 +220,7 @@ class Relay:
             on_end=self._ended,
         )
         generation.start()
+        self.metrics.generation_started()
         if self._shared and (self._watcher is None or self._watcher.dead):
             self._watcher = self.spawn(self._watch)
         return True

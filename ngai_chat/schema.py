@@ -17,7 +17,9 @@ from .errors import InvalidRequest
 __all__ = ["PASSTHROUGH", "ROLES", "ChatRequest", "parse_json", "validate"]
 
 ROLES = ("system", "user", "assistant", "tool")
-MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
+MESSAGE_KEYS = frozenset(
+    {"role", "content", "name", "tool_calls", "tool_call_id", "reasoning_details"}
+)
 MAX_MODEL_LENGTH = 200
 
 
@@ -65,6 +67,8 @@ PASSTHROUGH: dict[str, tuple[t.Callable[[t.Any], bool], str]] = {
         "a list of strings",
     ),
     "user": (lambda v: isinstance(v, str), "a string"),
+    "plugins": (lambda v: isinstance(v, list), "a list"),
+    "session_id": (lambda v: isinstance(v, str), "a string"),
 }
 #: keys accepted besides the pass-through ones (``stream`` is ignored: always true)
 OWN_KEYS = frozenset({"model", "messages", "stream"})
@@ -85,13 +89,26 @@ def parse_json(body: bytes) -> t.Any:
     """Decode a UTF-8 JSON body.
 
     :raises InvalidJson: not UTF-8, not JSON, or with ``NaN``/``Infinity``.
+    :raises InvalidRequest: a number too large to be finite (``1e999``), with
+        ``field`` naming where it is.
     """
 
     def reject_constant(name: str) -> t.NoReturn:
         raise ValueError(f"{name} is not valid JSON")
 
+    non_finite = False
+
+    def parse_float(text: str) -> float:
+        nonlocal non_finite
+        value = float(text)
+        if not math.isfinite(value):
+            non_finite = True
+        return value
+
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=reject_constant)
+        value = json.loads(
+            body.decode("utf-8"), parse_constant=reject_constant, parse_float=parse_float
+        )
     except UnicodeDecodeError:
         raise InvalidJson("The request body is not valid UTF-8 text; send UTF-8 JSON.") from None
     except (ValueError, RecursionError) as exc:
@@ -105,6 +122,39 @@ def parse_json(body: bytes) -> t.Any:
             f"The request body is not valid JSON ({detail}{position}). "
             'Send an object such as {"messages": [{"role": "user", "content": "Hi"}]}.'
         ) from None
+    if non_finite:  # rare: only then walk the whole body to name the field
+        path = _non_finite_path(value)
+        raise InvalidRequest(
+            f"{path} is a number too large to represent (such as 1e999); send a finite number.",
+            field=path,
+        )
+    return value
+
+
+def _non_finite_path(value: t.Any) -> str:
+    """The path (``logit_bias.1``, ``messages[0].content``) of the first
+    non-finite float in ``value``; walked with a stack, not recursion, since a
+    body may nest as deep as the JSON parser allows.
+    """
+    stack: list[tuple[str, t.Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path or "body"
+        if isinstance(item, dict):
+            children = [(path + _key_part(key, bool(path)), v) for key, v in item.items()]
+        elif isinstance(item, list):
+            children = [(f"{path}[{index}]", v) for index, v in enumerate(item)]
+        else:
+            continue
+        stack.extend(reversed(children))  # depth first, in document order
+    return "body"
+
+
+def _key_part(key: str, nested: bool) -> str:
+    if key.isascii() and (key.isalnum() or key.replace("_", "").isalnum()):
+        return f".{key}" if nested else key
+    return f"[{json.dumps(key, ensure_ascii=False)}]"
 
 
 def validate(body: t.Any) -> ChatRequest:
@@ -194,10 +244,17 @@ def _message(item: t.Any, path: str) -> dict[str, t.Any]:
             f"{path}.content must be a string or a list of content parts; got {_kind(content)}.",
             field=f"{path}.content",
         )
+    if "reasoning_details" in item and role != "assistant":
+        raise InvalidRequest(
+            f"{path}.reasoning_details is only accepted on assistant messages "
+            "(send back the reasoningDetails of the answer it came with).",
+            field=f"{path}.reasoning_details",
+        )
     for key, kind, expected in (
         ("name", str, "a string"),
         ("tool_call_id", str, "a string"),
         ("tool_calls", list, "a list"),
+        ("reasoning_details", list, "a list"),
     ):
         if key in item and not isinstance(item[key], kind):
             raise InvalidRequest(f"{path}.{key} must be {expected}.", field=f"{path}.{key}")

@@ -15,12 +15,16 @@ import typing as t
 import flask
 from flask import current_app
 
+from . import __version__
+from .budget import Budgets
+from .budget import budgets_from_settings
 from .catalog import ModelsCache
-from .config import DEMO_MODEL
 from .config import Settings
 from .config import load_settings
 from .guards import RateLimiter
+from .guards import rate_limiter_for
 from .log import configure_logging
+from .log import give_startup_notices
 from .metrics import Metrics
 from .relay import Relay
 from .store import Store
@@ -49,6 +53,8 @@ class Services:
     metrics: Metrics
     #: ``None`` when ``NGAI_RATE_LIMIT`` is unset
     rate_limiter: RateLimiter | None = None
+    #: ``None`` when neither ``NGAI_BUDGET_PER_CLIENT`` nor ``NGAI_BUDGET_TOTAL`` is set
+    budgets: Budgets | None = None
     #: wall-clock source for session deadlines
     clock: t.Callable[[], float] = time.time
 
@@ -65,6 +71,7 @@ def init_app(
     store: Store | None = None,
     upstream: Upstream | None = None,
     clock: t.Callable[[], float] = time.time,
+    standalone: bool = False,
 ) -> Services:
     """Build the app's services from its settings (once per app).
 
@@ -72,6 +79,8 @@ def init_app(
         ``app.config``, the environment and ``.env``.
     :param store: defaults to the store for ``REDIS_URL``.
     :param upstream: defaults to OpenRouter, or the demo model with ``NGAI_DEMO=1``.
+    :param standalone: the app is :func:`~ngai_chat.create_app`'s, whose server
+        checks the worker count; a mounted one is warned about the memory store.
     :raises ConfigError: a setting is missing or malformed.
     """
     if EXTENSION in app.extensions:
@@ -79,6 +88,13 @@ def init_app(
     settings = settings or load_settings(app.config)
     configure_logging([settings.api_key], settings.log_format)
     if store is None:
+        if not standalone and settings.store_kind == "memory":
+            # nothing stops the host app's server from running several workers
+            log.warning(
+                "no REDIS_URL: sessions live in this process's memory, which suits one "
+                "worker process only; with several workers or instances, set REDIS_URL "
+                "(e.g. redis://localhost:6379/0) so that they share sessions."
+            )
         store = store_from_url(
             settings.redis_url,
             replay_ttl=settings.replay_ttl,
@@ -89,7 +105,21 @@ def init_app(
         )
     if upstream is None:
         upstream = _default_upstream(settings)
-    metrics = Metrics()
+    metrics = Metrics(
+        enabled=settings.metrics,
+        provider=upstream.name,
+        info={"version": __version__, "store": store.kind, "upstream": upstream.name},
+    )
+    metrics.live_sessions = lambda: store.count_live()
+    budgets = budgets_from_settings(
+        settings.budget_per_client,
+        settings.budget_total,
+        redis_url=settings.redis_url,
+        key_prefix=settings.redis_key_prefix,
+        clock=clock,
+    )
+    if budgets is not None:
+        metrics.on_finished(budgets.record)
     services = Services(
         settings=settings,
         store=store,
@@ -106,20 +136,14 @@ def init_app(
         sweeper=Sweeper(store, settings.sweep_interval, clock=clock),
         models=ModelsCache(upstream, settings.models_cache_ttl),
         metrics=metrics,
-        rate_limiter=(
-            None if settings.rate_limit is None else RateLimiter(*settings.rate_limit, store.hit)
-        ),
+        rate_limiter=rate_limiter_for(settings, store.kind),
+        budgets=budgets,
         clock=clock,
     )
+    relay = services.relay
+    metrics.running = lambda: len(relay.running)
     app.extensions[EXTENSION] = services
-    if settings.demo:
-        log.warning(
-            "Demo mode (NGAI_DEMO=1): no upstream is called; the offline model %r answers "
-            "every request. Set OPENROUTER_API_KEY to relay real models.",
-            DEMO_MODEL,
-        )
-    else:
-        log.info("relaying to %s (store: %s)", settings.base_url, store.kind)
+    give_startup_notices(settings, log)
     return services
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import re
 import typing as t
 import uuid
@@ -20,16 +21,19 @@ from flask import request
 from flask.blueprints import BlueprintSetupState
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
-from . import __version__
 from . import errors
 from . import sse
+from ._version import __version__
 from .catalog import filter_models
+from .catalog import wants_free
 from .chunks import error_data
-from .config import DEMO_MODEL
 from .guards import check_token
 from .guards import client_key
+from .guards import deadline
 from .guards import upstream_body
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .openapi import openapi_document
 from .relay import Reader
 from .relay import ShuttingDown
@@ -39,6 +43,7 @@ from .services import EXTENSION
 from .services import get_services
 from .services import init_app
 from .store import SessionInfo
+from .store.base import ClientAtLimit
 
 __all__ = ["chat_blueprint", "error_response", "http_error_response", "internal_error_response"]
 
@@ -48,6 +53,8 @@ log = logging.getLogger(__name__)
 RETRY_MS = 3000
 #: seconds a client is told to wait when the server is full
 CAPACITY_RETRY_AFTER = 5
+#: seconds a client is told to wait when all its sessions are running
+CLIENT_BUSY_RETRY_AFTER = 5
 HEARTBEAT = sse.comment("keep-alive")
 #: bytes of frames written at once: bounds what a slow reader holds
 SLICE_BYTES = 65536
@@ -55,6 +62,7 @@ SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",
 }
+_LAST_EVENT_ID = re.compile(r"[0-9]{1,11}")
 _SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 chat_blueprint = Blueprint(
@@ -67,9 +75,26 @@ chat_blueprint = Blueprint(
 bp = chat_blueprint
 
 
+class AnyStringConverter(BaseConverter):
+    """Matches any rest of the path, slashes, newlines and the empty string
+    included, so that nothing under ``/stream/`` is a routing 404 (SPEC §3):
+    werkzeug's ``path`` converter stops at a newline (``/stream/abc%0D%0A``).
+    """
+
+    regex = r"(?s:.*)"
+    part_isolating = False
+
+
+#: the converter's name in the app's URL map
+ANY_STRING = "ngai_chat_any"
+
+
 @bp.record_once
 def _on_register(state: BlueprintSetupState) -> None:
+    # Recorded before any route, so it runs before the rules that use the
+    # converter are added to the app's map (blueprint setup runs in order).
     app = t.cast(flask.Flask, state.app)
+    app.url_map.converters.setdefault(ANY_STRING, AnyStringConverter)
     services = init_app(app)
     prefix = (state.url_prefix or "").rstrip("/")
     origins = list(services.settings.cors_origins)
@@ -78,7 +103,13 @@ def _on_register(state: BlueprintSetupState) -> None:
         resources={rf"{re.escape(prefix)}/.*": {"origins": origins}},
         send_wildcard=origins == ["*"],
         allow_headers=["Content-Type", "Authorization", "Last-Event-ID"],
-        expose_headers=["Retry-After", "Warning"],
+        expose_headers=[
+            "Retry-After",
+            "Warning",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+        ],
         methods=["GET", "POST", "DELETE", "OPTIONS"],
         max_age=600,
     )
@@ -152,7 +183,7 @@ def index() -> str:
         "ngai_chat/index.html",
         api_base=api_base,
         demo=services.settings.demo,
-        default_model=DEMO_MODEL if services.settings.demo else services.settings.default_model,
+        default_model=services.settings.effective_default_model,
         version=__version__,
     )
 
@@ -161,20 +192,33 @@ def index() -> str:
 def prepare() -> flask.Response:
     services = get_services()
     settings = services.settings
-    token = check_token(request.headers.get("Authorization"), settings.api_tokens)
+    refused: errors.Unauthorized | None = None
+    try:
+        token = check_token(request.headers.get("Authorization"), settings.api_tokens)
+    except errors.Unauthorized as exc:
+        # counted against the address before it is refused: guessing tokens costs calls
+        token, refused = None, exc
+    client = client_key(token, request.remote_addr)
+    if services.rate_limiter is not None:
+        status = services.rate_limiter.hit(client)
+        flask.g.ngai_rate_limit = status
+        status.check()
+    if refused is not None:
+        raise refused
     if services.relay.shutting_down:
         raise errors.CapacityExceeded(
             "This server is restarting; send the request again.", retry_after=1
         )
-    client = client_key(token, request.remote_addr)
-    if services.rate_limiter is not None:
-        services.rate_limiter.hit(client)
+    if services.budgets is not None:
+        services.budgets.check(client)
     if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
         raise errors.UnsupportedMediaType(
             "Send the body as JSON with 'Content-Type: application/json'"
             + (f" (got '{request.mimetype}')." if request.mimetype else ".")
         )
-    body = upstream_body(validate(parse_json(_read_body(settings.max_body_bytes))), settings)
+    body = upstream_body(
+        validate(parse_json(_read_body(settings.max_body_bytes, settings.client_timeout))), settings
+    )
     origin = request.headers.get("Origin")
     referer = settings.referer or (origin if origin and origin != "null" else None)
     if services.store.count_live() >= settings.max_sessions:
@@ -192,7 +236,9 @@ def prepare() -> flask.Response:
         expires_at=now + settings.session_ttl,
         client=client,
     )
-    services.store.create(session)
+    at_limit = services.store.create(session, settings.max_sessions_per_client)
+    if at_limit is not None:
+        raise _client_at_limit(at_limit, settings.max_sessions_per_client, now)
     services.metrics.session_created()
     return flask.jsonify(
         sessionId=session.id,
@@ -201,14 +247,58 @@ def prepare() -> flask.Response:
     )
 
 
-def _read_body(limit: int) -> bytes:
+@bp.after_request
+def _rate_limit_headers(response: flask.Response) -> flask.Response:
+    """``RateLimit-*`` on every answer of a call the rate limit counted, errors too."""
+    status = flask.g.pop("ngai_rate_limit", None)
+    if status is not None:
+        response.headers.update(status.headers())
+    return response
+
+
+def _client_at_limit(held: ClientAtLimit, limit: int, now: float) -> errors.RateLimited:
+    """The 429 for ``NGAI_MAX_SESSIONS_PER_CLIENT``, with the real wait: until the
+    client's oldest unused session expires, or a short while when every one of
+    its sessions is streaming (one of them will finish).
+    """
+    if held.next_expiry is not None:
+        wait = max(1, math.ceil(held.next_expiry - now))
+        why = (
+            f"try again in {wait} s, when its oldest session not yet streamed expires "
+            "(streaming or DELETE-ing its unused sessions frees them sooner)"
+        )
+    else:
+        wait = CLIENT_BUSY_RETRY_AFTER
+        why = f"all of them are streaming answers; try again in {wait} s, as they finish"
+    return errors.RateLimited(
+        f"This client holds its maximum of {limit} live sessions "
+        f"(NGAI_MAX_SESSIONS_PER_CLIENT): {why}.",
+        retry_after=wait,
+    )
+
+
+def _read_body(limit: int, timeout: float) -> bytes:
+    """The request body, at most ``limit`` bytes, arrived within ``timeout`` seconds.
+
+    A body read waits on the client: the worker's socket timeout bounds each
+    wait, and this deadline the whole body (a client trickling a byte at a time
+    would pass every single wait).
+    """
     too_large = errors.PayloadTooLarge(
         f"The request body is larger than {limit} bytes (NGAI_MAX_BODY_BYTES); "
         "send a shorter conversation."
     )
     if request.content_length is not None and request.content_length > limit:
         raise too_large
-    data = request.stream.read(limit + 1)
+    try:
+        with deadline(timeout):
+            data = request.stream.read(limit + 1)
+    except OSError:  # timed out, or the client went away (gunicorn's NoMoreData)
+        raise errors.InvalidRequest(
+            f"The request body did not arrive within {timeout:g} s (NGAI_CLIENT_TIMEOUT); "
+            "send it at once, with a correct Content-Length.",
+            field="body",
+        ) from None
     if len(data) > limit:
         raise too_large
     return data
@@ -229,15 +319,18 @@ def _last_event_id() -> int | None:
         raw = request.args.get("lastEventId")
     if raw is None:
         return None
-    raw = raw.strip()
-    return int(raw) if raw.isdigit() and len(raw) < 12 else 0
+    raw = raw.strip(" \t")
+    # ASCII digits only: str.isdigit() takes superscripts (which int() refuses)
+    # and int() reads Arabic-Indic or mathematical digits as numbers
+    return int(raw) if _LAST_EVENT_ID.fullmatch(raw) else 0
 
 
-@bp.get("/stream/", defaults={"session_id": ""})
-@bp.get("/stream/<path:session_id>")
+@bp.get(f"/stream/<{ANY_STRING}:session_id>")
 def stream(session_id: str) -> flask.Response:
     services = get_services()
     last_id = _last_event_id()
+    if request.method == "HEAD":
+        return _head(session_id, last_id)
     relay = services.relay
     if relay.open_streams >= services.settings.max_streams:
         return _refuse_stream(last_id or 0, services.settings.max_streams)
@@ -257,6 +350,21 @@ def stream(session_id: str) -> flask.Response:
     response = _event_stream(_frames(reader))
     response.call_on_close(reader.close)
     return response
+
+
+def _head(session_id: str, last_id: int | None) -> flask.Response:
+    """``HEAD /stream/<id>``: the headers a ``GET`` would get, and nothing
+    started: no claim, no upstream request, no reader attached.
+    """
+    try:
+        session = get_services().store.get(session_id) if _SESSION_ID.match(session_id) else None
+    except errors.StoreUnavailable:
+        session = None
+    if last_id is not None and (
+        session is None or (session.terminal_id is not None and last_id >= session.terminal_id)
+    ):
+        return _no_content()
+    return _event_stream(iter(()))
 
 
 def _no_content() -> flask.Response:
@@ -333,8 +441,7 @@ def _out_of_log_error(error: errors.ApiError, last_id: int) -> bytes:
     return sse.event(error_data(error), name="error", id=last_id)
 
 
-@bp.delete("/stream/", defaults={"session_id": ""})
-@bp.delete("/stream/<path:session_id>")
+@bp.delete(f"/stream/<{ANY_STRING}:session_id>")
 def cancel(session_id: str) -> flask.Response:
     services = get_services()
     check_token(request.headers.get("Authorization"), services.settings.api_tokens)
@@ -347,7 +454,7 @@ def cancel(session_id: str) -> flask.Response:
 def models() -> flask.Response:
     services = get_services()
     data, stale = services.models.get()
-    free_only = request.args.get("free", "").lower() in {"1", "true", "yes"}
+    free_only = wants_free(request.args.get("free"))
     response = flask.jsonify(
         filter_models(data, allowlist=services.settings.model_allowlist, free_only=free_only)
     )
@@ -389,20 +496,4 @@ def metrics() -> flask.Response:
     services = get_services()
     if not services.settings.metrics:
         raise errors.NotFound("Metrics are off; set NGAI_METRICS=1 to serve them here.")
-    try:
-        live = float(services.store.count_live())
-    except errors.StoreUnavailable:
-        live = float("nan")
-    text = services.metrics.render(
-        info={
-            "version": __version__,
-            "store": services.store.kind,
-            "upstream": services.upstream.name,
-        },
-        gauges={
-            "ngai_sessions_live": live,
-            "ngai_streams_open": services.relay.open_streams,
-            "ngai_generations_running": len(services.relay.running),
-        },
-    )
-    return flask.Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
+    return flask.Response(services.metrics.render(), content_type=METRICS_CONTENT_TYPE)

@@ -9,6 +9,7 @@ import pytest
 
 from ngai_chat import create_app
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.helpers import Clock
 from tests.support.redis_server import redis_prefix  # noqa: F401 - fixtures
 from tests.support.redis_server import redis_server  # noqa: F401
 from tests.support.redis_server import redis_url  # noqa: F401
@@ -17,24 +18,16 @@ from tests.support.scripted import ScriptedUpstream
 API_KEY = "sk-or-v1-TESTKEY-0123456789abcdef"
 
 
-class Clock:
-    """A wall clock that only moves when told to."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: t.Any) -> None:
     """No test sees the developer's key, Redis or settings, nor a ``.env`` file."""
     for name in list(os.environ):
-        if name.startswith(("NGAI_", "OPENROUTER_")) or name in {"REDIS_URL", "PORT", "REFERER"}:
+        if name.startswith(("NGAI_", "OPENROUTER_")) or name in {
+            "REDIS_URL",
+            "HOST",
+            "PORT",
+            "REFERER",
+        }:
             monkeypatch.delenv(name)
     monkeypatch.delenv("X_TITLE", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -137,6 +137,8 @@ def test_every_spec_variable_is_declared() -> None:
         "NGAI_CORS_ORIGINS",
         "NGAI_API_TOKENS",
         "NGAI_RATE_LIMIT",
+        "NGAI_BUDGET_PER_CLIENT",
+        "NGAI_BUDGET_TOTAL",
         "NGAI_TRUSTED_PROXIES",
         "NGAI_MAX_STREAMS",
         "NGAI_LOG_FORMAT",

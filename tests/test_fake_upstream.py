@@ -7,11 +7,7 @@ prompt disconnect detection here, with plain ``requests`` and raw sockets.
 from __future__ import annotations
 
 import json
-import select
-import signal
 import socket
-import subprocess
-import sys
 import time
 import typing as t
 from pathlib import Path
@@ -121,18 +117,6 @@ def test_script_round_trip_exact_bytes_one_write_per_step(fake: FakeUpstream) ->
     assert request.started_at <= t.cast(float, request.closed_at)
 
 
-def test_close_delimited_stream_ends_with_eof(fake: FakeUpstream) -> None:
-    fake.script("test/http10", [Comment(), Done()], chunked=False)
-
-    with open_raw(fake, "test/http10") as sock:
-        head, _, body = b"".join(recv_all(sock)).partition(b"\r\n\r\n")
-
-    assert b"Transfer-Encoding" not in head
-    assert b"Content-Length" not in head
-    assert b"Connection: close" in head
-    assert body == b": OPENROUTER PROCESSING\n\ndata: [DONE]\n\n"
-
-
 def test_text_chunks_are_shaped_like_openrouter(fake: FakeUpstream) -> None:
     usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     fake.script("test/text", text_chunks(["Hel", "lo"], model="test/text", usage=usage))
@@ -170,17 +154,6 @@ def test_fixture_replay_equals_the_file(fake: FakeUpstream, name: str) -> None:
 
     assert response.status_code == 200
     assert body == fixture_path(name).read_bytes()
-
-
-def test_fixture_replay_with_event_delay(fake: FakeUpstream) -> None:
-    fake.fixture_event_delay = 0.01
-    name = "06-processing-comments-gpt4o-mini-partial"
-
-    with post_chat(fake, f"fixture:{name}") as response:
-        pieces = list(response.iter_content(chunk_size=None))
-
-    assert b"".join(pieces) == fixture_path(name).read_bytes()
-    assert pieces[0] == b": OPENROUTER PROCESSING\n\n"
 
 
 @pytest.mark.parametrize(
@@ -284,18 +257,14 @@ def test_trickle_sends_each_byte_in_its_own_write(fake: FakeUpstream) -> None:
     assert pieces == [bytes([byte]) for byte in data]
 
 
-def test_trickle_arrives_in_several_socket_reads(fake: FakeUpstream) -> None:
-    data = "naïve café: 👋 €".encode()
-    fake.script(
-        "test/trickle", [Begin(), Pause(0.05), Trickle(data, interval=0.005)], chunked=False
-    )
+def test_begin_sends_the_head_before_any_body(fake: FakeUpstream) -> None:
+    fake.script("test/begin", [Begin({"X-Extra": "1"}), Hang()])
 
-    with open_raw(fake, "test/trickle") as sock:
-        recv_until(sock, b"\r\n\r\n")
-        reads = recv_all(sock)
+    with open_raw(fake, "test/begin") as sock:
+        head = recv_until(sock, b"\r\n\r\n")
 
-    assert b"".join(reads) == data
-    assert len(reads) >= 3, reads
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"X-Extra: 1\r\n" in head and b"Transfer-Encoding: chunked\r\n" in head
 
 
 def test_abort_ends_the_body_unfinished(fake: FakeUpstream) -> None:
@@ -314,7 +283,7 @@ def test_abort_with_reset(fake: FakeUpstream) -> None:
         recv_all(sock)
 
 
-def test_models_list_and_its_failures(fake: FakeUpstream) -> None:
+def test_models_list(fake: FakeUpstream) -> None:
     with requests.get(f"{fake.base_url}/models", timeout=5) as response:
         models = {model["id"]: model for model in response.json()["data"]}
     assert response.status_code == 200
@@ -326,15 +295,7 @@ def test_models_list_and_its_failures(fake: FakeUpstream) -> None:
     with requests.get(f"{fake.base_url}/models", timeout=5) as response:
         assert response.json() == {"data": [{"id": "only/one"}]}
 
-    fake.models_status = 503
-    with requests.get(f"{fake.base_url}/models", timeout=5) as response:
-        assert response.status_code == 503
-        assert response.json()["error"]["code"] == 503
-
-    fake.models_steps = [Abort()]
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"{fake.base_url}/models", timeout=5)
-    assert [request.path for request in fake.requests] == ["/api/v1/models"] * 4
+    assert [request.path for request in fake.requests] == ["/api/v1/models"] * 2
 
 
 def test_request_headers_are_recorded(fake: FakeUpstream) -> None:
@@ -355,14 +316,6 @@ def test_request_headers_are_recorded(fake: FakeUpstream) -> None:
     assert request.headers["X-TITLE"] == "NGAI Chatbot Backend"
     assert request.headers["x-openrouter-title"] == "NGAI Chatbot Backend"
     assert "X-Missing" not in request.headers
-
-
-def test_api_key_is_required_when_set(fake: FakeUpstream) -> None:
-    fake.api_key = "sk-or-test"
-
-    with post_chat(fake, "echo") as response:
-        assert response.status_code == 401
-        assert response.json()["error"]["message"] == "No auth credentials found"
 
 
 @pytest.mark.parametrize(
@@ -403,12 +356,12 @@ def test_bench_model_streams_n_chunks(fake: FakeUpstream) -> None:
     assert events[-1] == "[DONE]"
 
 
-def test_callable_script_and_default_script(fake: FakeUpstream) -> None:
+def test_callable_script_and_echo_script(fake: FakeUpstream) -> None:
     def shout(request: Recorded) -> list[dict[str, t.Any]]:
         return [{"said": request.json["messages"][-1]["content"].upper()}]
 
     fake.script("test/shout", shout)
-    fake.default_script = fake.echo
+    fake.script("any/model", fake.echo)
 
     with post_chat(fake, "test/shout") as shouted, post_chat(fake, "any/model") as echoed:
         assert shouted.content == b'data: {"said":"HI"}\n\n'
@@ -455,31 +408,3 @@ def test_hundreds_of_concurrent_streams(fake: FakeUpstream) -> None:
 
     requests_ = fake.chat_requests("test/hang")
     fake.wait_for(lambda: all(request.client_closed for request in requests_), timeout=5)
-
-
-def test_standalone_serves_echo_until_sigterm() -> None:
-    command = [sys.executable, "-m", "tests.support.fake_upstream", "--port", "0"]
-    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True) as process:
-        try:
-            assert process.stdout is not None
-            ready, _, _ = select.select([process.stdout], [], [], 15)
-            assert ready, "the fake upstream printed no base URL within 15 s"
-            base_url = process.stdout.readline().strip()
-            assert base_url.startswith("http://127.0.0.1:")
-            assert base_url.endswith("/api/v1")
-
-            with requests.post(
-                f"{base_url}/chat/completions",
-                json={"model": "some/model", "messages": [{"role": "user", "content": "a b"}]},
-                timeout=5,
-            ) as response:
-                pieces = [
-                    e["choices"][0]["delta"]["content"] for e in sse_data(response.content)[1:3]
-                ]
-            assert pieces == ["a ", "b"]
-
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=10) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()

@@ -128,5 +128,53 @@ def test_every_spec_passthrough_key_is_accepted() -> None:
         "models",
         "transforms",
         "user",
+        "plugins",
+        "session_id",
     ]
     assert set(spec) == set(PASSTHROUGH)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"messages": [], "logit_bias": {"1": 1e999}}', "logit_bias.1"),
+        (b'{"temperature": -1e999}', "temperature"),
+        (
+            b'{"messages": [{"role": "user", "content": [{"x": [0, 1E400]}]}]}',
+            "messages[0].content[0].x[1]",
+        ),
+        (b'{"tools": [{"a b": 2e308}]}', 'tools[0]["a b"]'),
+        (b"1e999", "body"),
+    ],
+)
+def test_parse_json_names_a_non_finite_number(raw: bytes, field: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_json(raw)
+    assert info.value.field == field and info.value.code == "invalid_request"
+    assert field in info.value.message and "finite" in info.value.message
+
+
+def test_parse_json_keeps_large_finite_numbers() -> None:
+    assert parse_json(b'{"a": 1.7e308, "b": 1' + b"0" * 400 + b"}")["a"] == 1.7e308
+
+
+def test_reasoning_details_pass_on_assistant_messages_only() -> None:
+    details = [{"type": "reasoning.text", "text": "why", "index": 0}]
+    assistant = {"role": "assistant", "content": "A", "reasoning_details": details}
+    chat = validate({"messages": [USER, assistant, USER]})
+    assert chat.messages[1]["reasoning_details"] == details
+    with pytest.raises(InvalidRequest) as info:
+        validate({"messages": [{**USER, "reasoning_details": details}]})
+    assert info.value.field == "messages[0].reasoning_details"
+    with pytest.raises(InvalidRequest) as info:
+        validate({"messages": [{**assistant, "reasoning_details": "x"}]})
+    assert info.value.field == "messages[0].reasoning_details"
+
+
+def test_plugins_and_session_id_pass_through() -> None:
+    body = {"messages": [USER], "plugins": [{"id": "web"}], "session_id": "conv-1"}
+    assert validate(body).params == {"plugins": [{"id": "web"}], "session_id": "conv-1"}
+    for key, bad in (("plugins", {"id": "web"}), ("session_id", 7)):
+        with pytest.raises(InvalidRequest) as info:
+            validate({"messages": [USER], key: bad})
+        assert info.value.field == key

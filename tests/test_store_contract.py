@@ -27,6 +27,8 @@ from ngai_chat.errors import StoreUnavailable
 from ngai_chat.store import SessionInfo
 from ngai_chat.store import Store
 from ngai_chat.store import store_from_url
+from tests.support import helpers
+from tests.support.helpers import Clock
 from tests.support.redis_server import RedisServer
 from tests.support.redis_server import free_port
 
@@ -39,17 +41,11 @@ HEARTBEAT = 15.0
 PRESENCE_TTL = 2 * HEARTBEAT + 5.0
 
 
-class FakeClock:
-    """A wall clock that moves only when told to."""
+class FakeClock(Clock):
+    """The shared fake clock, starting at this module's ``T0``."""
 
     def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+        super().__init__(now)
 
 
 def new_session(clock: FakeClock, **changes: t.Any) -> SessionInfo:
@@ -72,13 +68,8 @@ def new_session(clock: FakeClock, **changes: t.Any) -> SessionInfo:
 
 
 def wait_until(predicate: t.Callable[[], t.Any], timeout: float, what: str) -> t.Any:
-    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
-    return value
+    """The shared :func:`~tests.support.helpers.wait_until`, polling every 5 ms."""
+    return helpers.wait_until(predicate, timeout, what, interval=0.005)
 
 
 def blocked_clients(url: str, client_name: str) -> int:
@@ -276,14 +267,6 @@ class TestStoreContract:
         assert store.append(session.id, "done", "{}") == 1  # cancelled before any GET
         assert store.claim(session.id) is False
 
-    def test_hit_counts_per_key_and_window(self, store: Store, clock: FakeClock) -> None:
-        clock.now = 1_000_000_040.0  # 20 s into a minute
-        assert [store.hit("a", 60)[0] for _ in range(3)] == [1, 2, 3]
-        count, left = store.hit("b", 60)
-        assert count == 1 and left == pytest.approx(40)
-        clock.now += 40  # the next window
-        assert store.hit("a", 60)[0] == 1
-
     def test_claim_expired_session_fails(self, store: Store, clock: FakeClock) -> None:
         session = new_session(clock)
         store.create(session)
@@ -470,6 +453,68 @@ class TestStoreContract:
         assert store.get(running.id) is not None
         assert store.count_live() == 1
 
+    def test_client_limit_counts_pending_and_running(self, store: Store, clock: FakeClock) -> None:
+        first = new_session(clock, client="ip:203.0.113.7")
+        assert store.create(first, 2) is None
+        clock.advance(10)
+        second = new_session(clock, client="ip:203.0.113.7")
+        assert store.create(second, 2) is None
+        refused = new_session(clock, client="ip:203.0.113.7")
+        held = store.create(refused, 2)
+        assert held is not None and held.held == 2
+        assert held.next_expiry == first.expires_at  # the oldest pending one frees first
+        assert store.get(refused.id) is None and store.count_live() == 2
+        # another client, or no cap, is not affected
+        assert store.create(new_session(clock, client="ip:198.51.100.1"), 2) is None
+        assert store.create(new_session(clock, client="ip:203.0.113.7")) is None
+        assert store.create(new_session(clock, client="ip:203.0.113.7"), 0) is None
+
+    def test_client_limit_when_every_session_runs(self, store: Store, clock: FakeClock) -> None:
+        sessions = [new_session(clock, client="token:abc") for _ in range(2)]
+        for session in sessions:
+            assert store.create(session, 2) is None
+            assert store.claim(session.id)
+        clock.advance(SESSION_TTL + 1)  # running sessions do not expire by their deadline
+        held = store.create(new_session(clock, client="token:abc"), 2)
+        assert held is not None and held.held == 2 and held.next_expiry is None
+
+    def test_client_sessions_free_on_terminal_event_and_expiry(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        running = new_session(clock, client="ip:192.0.2.1")
+        pending = new_session(clock, client="ip:192.0.2.1")
+        for session in (running, pending):
+            assert store.create(session, 2) is None
+        assert store.claim(running.id)
+        assert store.create(new_session(clock, client="ip:192.0.2.1"), 2) is not None
+        store.append(running.id, "done", "{}")  # finished: no longer counted
+        third = new_session(clock, client="ip:192.0.2.1")
+        assert store.create(third, 2) is None
+        assert store.create(new_session(clock, client="ip:192.0.2.1"), 2) is not None
+        clock.advance(SESSION_TTL)  # both pending ones expire exactly at their deadline
+        assert store.create(new_session(clock, client="ip:192.0.2.1"), 2) is None
+        # cancelled before any GET: ended, so freed at once
+        cancelled = new_session(clock, client="ip:192.0.2.1")
+        assert store.create(cancelled, 2) is None
+        assert store.create(new_session(clock, client="ip:192.0.2.1"), 2) is not None
+        assert store.claim(cancelled.id)
+        store.append(cancelled.id, "done", "{}")
+        assert store.create(new_session(clock, client="ip:192.0.2.1"), 2) is None
+
+    def test_client_limit_holds_under_concurrent_creates(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        stores = [backend.store() for _ in range(4)]
+        sessions = [new_session(clock, client="ip:10.9.8.7") for _ in range(12)]
+        results = backend.run_concurrently(
+            [
+                functools.partial(stores[i % 4].create, session, 5)
+                for i, session in enumerate(sessions)
+            ]
+        )
+        assert sum(result is None for result in results) == 5
+        assert stores[0].count_live() == 5
+
     def test_concurrent_claims_have_one_winner(self, backend: Backend, clock: FakeClock) -> None:
         stores = [backend.store() for _ in range(2)]
         session = new_session(clock)
@@ -619,6 +664,21 @@ class TestRedisStore:
         client.delete(f"{backend.prefix}s:{session.id}")  # its running TTL ran out
         assert store.sweep(T0) == 1
         assert store.count_live() == 0
+
+    def test_client_share_has_a_ttl_and_forgets_dead_generations(
+        self, backend: Backend, client: redis.Redis, clock: FakeClock
+    ) -> None:
+        store = backend.store(running_ttl=120.0)
+        key = f"{backend.prefix}c:ip:192.0.2.9"
+        session = new_session(clock, client="ip:192.0.2.9")
+        assert store.create(session, 1) is None
+        assert 0 < client.pttl(key) <= SESSION_TTL * 1000
+        assert store.claim(session.id)
+        store.tick(session.id)
+        assert 110_000 < client.pttl(key) <= max(SESSION_TTL, 120) * 1000
+        assert store.create(new_session(clock, client="ip:192.0.2.9"), 1) is not None
+        client.delete(f"{backend.prefix}s:{session.id}")  # its generation died
+        assert store.create(new_session(clock, client="ip:192.0.2.9"), 1) is None
 
     def test_blocking_read_longer_than_socket_timeout(
         self, backend: Backend, clock: FakeClock

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import typing as t
 
 import gevent
 
@@ -11,17 +11,16 @@ from ngai_chat.store import SessionInfo
 from ngai_chat.sweeper import Sweeper
 from ngai_chat.sweeper import sweep_once
 from tests.conftest import Clock
+from tests.support.helpers import wait_until
 
 
 def pending(store: MemoryStore, clock: Clock, session_id: str, ttl: float) -> None:
     store.create(SessionInfo(session_id, {"messages": []}, None, clock.now, clock.now + ttl))
 
 
-def wait_for(predicate: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        gevent.sleep(0.01)  # lets the sweep greenlet run
+def wait_for(predicate: t.Callable[[], t.Any], timeout: float) -> None:
+    # gevent.sleep lets the sweep greenlet run
+    wait_until(predicate, timeout, "the sweeper", interval=0.01, sleep=gevent.sleep)
 
 
 def test_sweep_greenlet_frees_expired_sessions(clock: Clock) -> None:

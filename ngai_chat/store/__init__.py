@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 import typing as t
 
+from ..config import MEMORY_URL
+from ..config import REDIS_SCHEMES
+from ..config import ConfigError
 from .base import Event as Event
 from .base import GenerationSignals as GenerationSignals
 from .base import SessionInfo as SessionInfo
@@ -23,13 +26,23 @@ def store_from_url(
 ) -> Store:
     """The store for ``REDIS_URL``: Redis when set, else this process's memory.
 
-    :param url: ``redis://…``/``rediss://…``/``unix://…``, or ``None`` for memory.
+    :param url: ``redis://…``/``rediss://…``/``unix://…``, or ``memory://`` or
+        ``None`` for memory.
     :param replay_ttl: seconds a finished log stays readable.
     :param clock: wall-clock source, injectable for tests.
     :param options: passed to the Redis store (key prefix, heartbeat, …).
+    :raises ConfigError: the URL has another scheme.
     """
-    if not url or url == "memory://":
+    if not url or url == MEMORY_URL:
         return MemoryStore(replay_ttl=replay_ttl, clock=clock)
+    if not url.startswith(REDIS_SCHEMES):
+        # redis-py would say something about its own URL parsing; say which setting
+        # (only the scheme is shown: the rest may hold a password)
+        scheme = url.split("://", 1)[0] + "://" if "://" in url else "(none)"
+        raise ConfigError(
+            f"Invalid REDIS_URL: the scheme {scheme} selects no store. Use memory:// (one "
+            "process) or a redis://, rediss:// or unix:// URL such as redis://localhost:6379/0."
+        )
     from .redis import RedisStore  # imported lazily: the only importer of redis
 
     store: Store = RedisStore(url, replay_ttl=replay_ttl, clock=clock, **options)

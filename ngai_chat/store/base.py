@@ -37,7 +37,14 @@ import typing as t
 
 from .. import sse
 
-__all__ = ["TERMINAL_EVENTS", "Event", "GenerationSignals", "SessionInfo", "Store"]
+__all__ = [
+    "TERMINAL_EVENTS",
+    "ClientAtLimit",
+    "Event",
+    "GenerationSignals",
+    "SessionInfo",
+    "Store",
+]
 
 #: event names that end a stream
 TERMINAL_EVENTS = frozenset({"done", "error"})
@@ -114,6 +121,17 @@ class SessionInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class ClientAtLimit:
+    """Why :meth:`Store.create` refused a session: its client holds its share."""
+
+    #: live sessions (pending or running) the client holds
+    held: int
+    #: when the client's earliest pending session expires (wall clock), or
+    #: ``None`` when all of them are running
+    next_expiry: float | None
+
+
+@dataclasses.dataclass(frozen=True)
 class GenerationSignals:
     """What a running generation learns on each tick of its supervisor."""
 
@@ -129,8 +147,15 @@ class Store(t.Protocol):
     #: ``"memory"`` or ``"redis"``, as reported by ``/health``
     kind: str
 
-    def create(self, session: SessionInfo) -> None:
-        """Store a new pending session; it is gone after ``session.expires_at``."""
+    def create(self, session: SessionInfo, client_limit: int = 0) -> ClientAtLimit | None:
+        """Store a new pending session; it is gone after ``session.expires_at``.
+
+        :param client_limit: when above 0, refuse the session if its client
+            (``session.client``) already holds this many live sessions (pending,
+            or running until their terminal event), counted exactly across every
+            process sharing the store, in the same step as the creation.
+        :return: ``None`` when stored, else what the client holds.
+        """
 
     def get(self, session_id: str) -> SessionInfo | None:
         """The session, or ``None`` if unknown or expired."""
@@ -185,13 +210,6 @@ class Store(t.Protocol):
     def generation_alive(self, session_id: str) -> bool:
         """Whether the claimed generation still ticks; readers that see it lapse
         end the log with ``upstream_interrupted``.
-        """
-
-    def hit(self, key: str, window: int) -> tuple[int, float]:
-        """Count one call for ``key`` in the fixed window of ``window`` seconds
-        that contains now (the rate limiter's counter, shared like the sessions).
-
-        :return: the calls counted in this window so far, and the seconds left in it.
         """
 
     def count_live(self) -> int:

@@ -16,6 +16,7 @@ import gevent.event
 
 from .. import sse
 from .base import TERMINAL_EVENTS
+from .base import ClientAtLimit
 from .base import Event
 from .base import GenerationSignals
 from .base import SessionInfo
@@ -64,8 +65,8 @@ class MemoryStore:
         self._unfinished = 0
         #: (expires_at, id) of sessions created unclaimed, earliest first
         self._deadlines: list[tuple[float, str]] = []
-        self._hits: dict[str, int] = {}
-        self._hits_window = -1.0
+        #: client → ids of its unfinished sessions (expired ones go when looked at)
+        self._by_client: dict[str, set[str]] = {}
 
     def _live(self, session_id: str, now: float | None = None) -> _Entry | None:
         entry = self._entries.get(session_id)
@@ -86,13 +87,40 @@ class MemoryStore:
         if entry is not None:
             if entry.finished_at is None:
                 self._unfinished -= 1
+                self._forget_client(entry.info)
             entry.changed.set()  # readers blocked on it find the session gone
 
-    def create(self, session: SessionInfo) -> None:
+    def _forget_client(self, info: SessionInfo) -> None:
+        held = self._by_client.get(info.client)
+        if held is not None:
+            held.discard(info.id)
+            if not held:
+                del self._by_client[info.client]
+
+    def create(self, session: SessionInfo, client_limit: int = 0) -> ClientAtLimit | None:
         self._drop(session.id)
+        if client_limit > 0 and session.client:
+            refused = self._at_limit(session.client, client_limit)
+            if refused is not None:
+                return refused
         self._entries[session.id] = _Entry(info=session)
         self._unfinished += 1
         heapq.heappush(self._deadlines, (session.expires_at, session.id))
+        if session.client:
+            self._by_client.setdefault(session.client, set()).add(session.id)
+        return None
+
+    def _at_limit(self, client: str, limit: int) -> ClientAtLimit | None:
+        now = self.clock()
+        live = [
+            entry.info
+            for session_id in list(self._by_client.get(client, ()))
+            if (entry := self._live(session_id, now)) is not None
+        ]
+        if len(live) < limit:
+            return None
+        pending = [info.expires_at for info in live if not info.claimed]
+        return ClientAtLimit(held=len(live), next_expiry=min(pending) if pending else None)
 
     def get(self, session_id: str) -> SessionInfo | None:
         entry = self._live(session_id)
@@ -124,6 +152,7 @@ class MemoryStore:
                 entry.finished_at = self.clock()
                 entry.info = dataclasses.replace(entry.info, terminal_id=event_id)
                 self._unfinished -= 1
+                self._forget_client(entry.info)
         if ids and entry.waiting:
             changed, entry.changed, entry.waiting = entry.changed, gevent.event.Event(), 0
             changed.set()
@@ -200,17 +229,9 @@ class MemoryStore:
             self._drop(session_id)
         return dropped + len(expired)
 
-    def hit(self, key: str, window: int) -> tuple[int, float]:
-        now = self.clock()
-        start = int(now // window) * window
-        if start != self._hits_window:
-            self._hits.clear()  # a new window: forget every key at once
-            self._hits_window = start
-        self._hits[key] = self._hits.get(key, 0) + 1
-        return self._hits[key], start + window - now
-
     def ping(self) -> None:
         return None
 
     def close(self) -> None:
         self._entries.clear()
+        self._by_client.clear()

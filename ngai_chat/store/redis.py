@@ -11,6 +11,8 @@ The only module of the package that imports :mod:`redis`. Keys, all under
     <prefix>live     zset    pending and running sessions, scored by their deadline
                              (``+inf`` while running), for :meth:`RedisStore.count_live`
     <prefix>done     zset    finished sessions, scored by the end of their replay
+    <prefix>c:<client> zset  one client's pending and running sessions, scored
+                             like ``live``, for ``NGAI_MAX_SESSIONS_PER_CLIENT``
 
 Redis TTLs only free memory and follow Redis's own clock. Expiry as the contract
 defines it is decided by comparing the deadlines stored in the hash with
@@ -50,6 +52,7 @@ from redis.retry import Retry
 
 from ..errors import StoreUnavailable
 from .base import TERMINAL_EVENTS
+from .base import ClientAtLimit
 from .base import Event
 from .base import GenerationSignals
 from .base import SessionInfo
@@ -282,26 +285,45 @@ local function extend(key, ms)
 end
 """
 
-# KEYS: hash stream readers alive live
-# ARGV: now replay id ttl_ms live_score field value [field value ...]
+# KEYS: hash stream readers alive live client ("" when the session has no client)
+# ARGV: now replay id ttl_ms live_score client_limit prefix field value [field value ...]
 _LUA_CREATE = (
     _LUA_HEAD
     + """
+local client = KEYS[6]
+local limit = tonumber(ARGV[6])
+if client ~= '' and limit > 0 then
+  -- The client's share, exact: pending ones past their deadline are gone, and
+  -- so are running ones whose hash expired (their generation died).
+  redis.call('ZREMRANGEBYSCORE', client, '-inf', ARGV[1])
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', client, '+inf', '+inf')) do
+    if redis.call('EXISTS', ARGV[7] .. 's:' .. id) == 0 then redis.call('ZREM', client, id) end
+  end
+  local held = redis.call('ZCARD', client)
+  if held >= limit then
+    local first = redis.call('ZRANGE', client, 0, 0, 'WITHSCORES')
+    return {held, first[2]}
+  end
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[3])
 extend(KEYS[5], tonumber(ARGV[4]))
+if client ~= '' then
+  redis.call('ZADD', client, ARGV[5], ARGV[3])
+  extend(client, tonumber(ARGV[4]))
+end
 return 1
 """
 )
 
 # KEYS: hash stream alive live
-# ARGV: now replay id running_ms liveness_ms
+# ARGV: now replay id running_ms liveness_ms prefix
 _LUA_CLAIM = (
     _LUA_HEAD
     + """
-local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at')
+local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'client')
 -- claimed, or already ended before any generation: nothing to run
 if gone(f) or f[2] or f[3] then return 0 end
 redis.call('HSET', KEYS[1], 'claimed', '1')
@@ -313,19 +335,24 @@ redis.call('PEXPIRE', KEYS[2], running)
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
 redis.call('ZADD', KEYS[4], '+inf', ARGV[3])
 extend(KEYS[4], running)
+if f[4] then
+  local client = ARGV[6] .. 'c:' .. f[4]
+  redis.call('ZADD', client, '+inf', ARGV[3])
+  extend(client, running)
+end
 return 1
 """
 )
 
 # KEYS: hash stream readers alive live done
-# ARGV: now replay id maxlen replay_ms, then name data terminal for each event
+# ARGV: now replay id maxlen replay_ms prefix, then name data terminal for each event
 _LUA_APPEND = (
     _LUA_HEAD
     + """
-local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at')
+local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'client')
 local ids = {}
 if gone(f) or f[3] then return ids end
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local n = redis.call('HINCRBY', KEYS[1], 'last', 1)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-' .. n, 'n', ARGV[i], 'd', ARGV[i + 1])
   ids[#ids + 1] = n
@@ -333,6 +360,7 @@ for i = 6, #ARGV, 3 do
     redis.call('HSET', KEYS[1], 'terminal_id', n, 'finished_at', ARGV[1])
     for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
     redis.call('ZREM', KEYS[5], ARGV[3])
+    if f[4] then redis.call('ZREM', ARGV[6] .. 'c:' .. f[4], ARGV[3]) end
     redis.call('ZADD', KEYS[6], now + replay, ARGV[3])
     extend(KEYS[6], tonumber(ARGV[5]))
     return ids
@@ -376,11 +404,12 @@ return 1
 )
 
 # KEYS: hash stream readers alive live
-# ARGV: now replay running_ms liveness_ms
+# ARGV: now replay running_ms liveness_ms prefix
 _LUA_TICK = (
     _LUA_HEAD
     + """
-local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'cancelled')
+local f = redis.call(
+  'HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'cancelled', 'client')
 if gone(f) then return {1, 0} end
 if f[2] and not f[3] then
   local running = tonumber(ARGV[3])
@@ -388,6 +417,7 @@ if f[2] and not f[3] then
   redis.call('PEXPIRE', KEYS[2], running)
   redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
   extend(KEYS[5], running)
+  if f[5] then extend(ARGV[5] .. 'c:' .. f[5], running) end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
 return {f[4] and 1 or 0, redis.call('ZCARD', KEYS[3])}
@@ -586,11 +616,14 @@ class RedisStore:
         return [repr(now), repr(self.replay_ttl), *rest]
 
     @_wrap_errors
-    def create(self, session: SessionInfo) -> None:
+    def create(self, session: SessionInfo, client_limit: int = 0) -> ClientAtLimit | None:
         """Store a new pending session; it is gone after ``session.expires_at``.
 
         :param session: the session to store; an existing one with the same id is
             replaced.
+        :param client_limit: when above 0, refuse it if ``session.client`` holds
+            this many live sessions already (checked and created in one script).
+        :return: ``None`` when stored, else what the client holds.
         """
         now = self.clock()
         fields: dict[str, str | bytes] = {
@@ -613,10 +646,18 @@ class RedisStore:
         else:
             ttl_ms, score = _ms(session.expires_at - now), repr(session.expires_at)
         pairs = [item for pair in fields.items() for item in pair]
-        self._create(
-            keys=[*self._keys(session.id), self._live_key],
-            args=self._args(now, session.id, ttl_ms, score, *pairs),
+        client_key = _text(f"{self.key_prefix}c:{session.client}") if session.client else ""
+        reply = self._create(
+            keys=[*self._keys(session.id), self._live_key, client_key],
+            args=self._args(now, session.id, ttl_ms, score, client_limit, self.key_prefix, *pairs),
         )
+        if isinstance(reply, list):
+            held, first = reply
+            first_score = float(first)
+            return ClientAtLimit(
+                held=int(held), next_expiry=first_score if math.isfinite(first_score) else None
+            )
+        return None
 
     @_wrap_errors
     def get(self, session_id: str) -> SessionInfo | None:
@@ -656,7 +697,11 @@ class RedisStore:
         won = self._claim(
             keys=[hash_key, stream_key, alive_key, self._live_key],
             args=self._args(
-                self.clock(), session_id, _ms(self.running_ttl), _ms(self.liveness_ttl)
+                self.clock(),
+                session_id,
+                _ms(self.running_ttl),
+                _ms(self.liveness_ttl),
+                self.key_prefix,
             ),
         )
         return bool(won)
@@ -692,7 +737,9 @@ class RedisStore:
 
     @_wrap_errors
     def _append_to_redis(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
-        args = self._args(self.clock(), session_id, self.max_events, _ms(self.replay_ttl))
+        args = self._args(
+            self.clock(), session_id, self.max_events, _ms(self.replay_ttl), self.key_prefix
+        )
         for name, data in events:
             args += [_text(name), _text(data), "1" if name in TERMINAL_EVENTS else "0"]
         ids = self._append(
@@ -786,7 +833,9 @@ class RedisStore:
         """
         reply = self._tick(
             keys=[*self._keys(session_id), self._live_key],
-            args=self._args(self.clock(), _ms(self.running_ttl), _ms(self.liveness_ttl)),
+            args=self._args(
+                self.clock(), _ms(self.running_ttl), _ms(self.liveness_ttl), self.key_prefix
+            ),
         )
         cancelled, readers = reply
         return GenerationSignals(cancelled=bool(cancelled), readers=int(readers))
@@ -823,21 +872,6 @@ class RedisStore:
             args=self._args(now, self.key_prefix),
         )
         return int(freed)
-
-    @_wrap_errors
-    def hit(self, key: str, window: int) -> tuple[int, float]:
-        """Count one call in the current fixed ``window`` (seconds) for ``key``.
-
-        :return: the calls counted in this window so far, and the seconds left in it.
-        """
-        now = self.clock()
-        start = int(now // window) * window
-        counter = f"{self.key_prefix}hits:{key}:{start}"
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.incr(counter)
-        pipe.expire(counter, window + 1)
-        count, _ = pipe.execute()
-        return int(count), start + window - now
 
     @_wrap_errors
     def ping(self) -> None:

@@ -24,11 +24,11 @@ import uuid
 
 import gevent
 
+from ..config import DEMO_MODEL
 from . import Chunk
 
 __all__ = ["DEMO_CITATION", "DEMO_MODEL", "DemoUpstream", "demo_reasoning", "demo_reply"]
 
-DEMO_MODEL = "ngai/demo"
 #: a word and the whitespace after it, or leading whitespace: they join back exactly
 _WORDS = re.compile(r"\S+\s*|\s+")
 #: a line that opens or closes a fenced code block

@@ -18,15 +18,14 @@ What a ``POST .../chat/completions`` gets depends on the body's ``model``, first
 
 1. a script registered with :meth:`FakeUpstream.script` for that exact name;
 2. ``fixture:<name>``: the bytes of ``<fixtures dir>/<name>.sse`` replayed exactly, one
-   write per event (:attr:`FakeUpstream.fixture_event_delay` seconds apart), or, for
-   ``<name>.json``, that body with the status of its ``error.code``;
+   write per event, or, for ``<name>.json``, that body with the status of its
+   ``error.code``;
 3. ``echo``: the last user message streamed back word by word (each word keeps the
    whitespace after it), then a finish chunk, a usage chunk and ``[DONE]``;
 4. ``bench/<n>`` or ``bench/<n>/<words per second>``: ``n`` content chunks ``"w1 "``,
-   ``"w2 "``, ... then finish, usage and ``[DONE]``, as fast as possible unless paced
-   (by the model name, else by :attr:`FakeUpstream.words_per_second`);
-5. :attr:`FakeUpstream.default_script` when set (``fake.default_script = fake.echo``);
-6. otherwise ``400 {"error": {"code": 400, "message": "<model> is not a valid model ID"}}``.
+   ``"w2 "``, ... then finish, usage and ``[DONE]``, as fast as possible unless the
+   name gives a pace (the benchmark's models);
+5. otherwise ``400 {"error": {"code": 400, "message": "<model> is not a valid model ID"}}``.
 
 A script is a list of steps, played in order; a callable taking the
 :class:`Recorded` request and returning steps is a script too. Step kinds:
@@ -41,8 +40,8 @@ A script is a list of steps, played in order; a callable taking the
 - :class:`Pause` -- silence for N seconds, watching for the client closing;
 - :class:`Hang` -- silence until the client closes (or the fake stops);
 - :class:`Abort` -- close the connection mid-body (EOF, or a TCP reset);
-- :class:`Begin` -- send the stream's status line and headers now, optionally with
-  extra headers (they otherwise go out with the first bytes written);
+- :class:`Begin` -- send the stream's status line and headers now (they otherwise go
+  out with the first bytes written);
 - :class:`Respond` -- a whole non-stream response (status, body, content type, extra
   headers such as ``Retry-After``) instead of a stream; it must come before anything
   is written, and ends the script. Builders: :func:`error_response` (OpenRouter's
@@ -51,7 +50,7 @@ A script is a list of steps, played in order; a callable taking the
 Nothing goes out until a step writes, so a leading :class:`Pause` or :class:`Hang`
 is silence before the status line. Streams are ``200 text/event-stream`` with
 ``Transfer-Encoding: chunked`` (OpenRouter behind Cloudflare), one HTTP chunk per
-write, or close-delimited bodies with ``chunked=False``. Every response says
+write. Every response says
 ``Connection: close``: one request per connection, so a request's connection closing
 means exactly one thing. A script that runs out of steps ends its body properly.
 
@@ -62,32 +61,24 @@ stops. A failed write counts as the client closing too. That is what lets tests 
 the relay to "the upstream connection is closed within 1 s of DELETE"
 (:meth:`FakeUpstream.wait_closed`).
 
-Builders for OpenRouter-shaped data: :func:`make_chunk`, :func:`usage_chunk`,
-:func:`error_chunk` (a mid-stream error) and :func:`text_chunks` (a whole normal
-stream); :func:`fixture_steps` replays a recorded fixture inside a script.
-
-Standalone, for manual use and the benchmark::
-
-    python -m tests.support.fake_upstream --port 8099 [--words-per-second N]
-
-prints its base URL on the first line and serves until Ctrl-C or SIGTERM; there,
-every model that is not built in behaves like ``echo``.
+The chunks come from the one builder, :mod:`tests.support.chunks` (re-exported
+here: :func:`make_chunk`, :func:`usage_chunk`, :func:`error_chunk`);
+:func:`text_chunks` makes the steps of a whole normal stream, and
+:func:`fixture_steps` replays a recorded fixture inside a script. The benchmark
+(``bench/``) serves its upstream with this class too.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import dataclasses
 import http
-import itertools
 import json
 import logging
 import os
 import re
 import select
-import signal
 import socket
 import socketserver
 import struct
@@ -99,9 +90,17 @@ from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from email.utils import formatdate
+from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+
+from tests.support.chunks import DEFAULT_MODEL
+from tests.support.chunks import DEFAULT_USAGE
+from tests.support.chunks import error_chunk
+from tests.support.chunks import make_chunk
+from tests.support.chunks import new_generation_id
+from tests.support.chunks import usage_chunk
 
 __all__ = [
     "DEFAULT_FIXTURES_DIR",
@@ -116,7 +115,6 @@ __all__ = [
     "Done",
     "FakeUpstream",
     "Hang",
-    "Headers",
     "Pause",
     "Raw",
     "Recorded",
@@ -144,15 +142,6 @@ log = logging.getLogger(__name__)
 #: the recorded OpenRouter responses kept in the repository (copied, unedited, from
 #: the project's shared fixtures; see their SOURCES.md); ``NGAI_FIXTURES_DIR`` overrides
 DEFAULT_FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "openrouter"
-#: the ``model`` of chunks made by the builders when none is given
-DEFAULT_MODEL = "fake/model"
-#: the usage chunk's ``usage`` in :func:`text_chunks` when none is given
-DEFAULT_USAGE: Mapping[str, t.Any] = {
-    "prompt_tokens": 8,
-    "completion_tokens": 5,
-    "total_tokens": 13,
-    "cost": 0,
-}
 
 _FREE = {"prompt": "0", "completion": "0", "request": "0", "image": "0"}
 
@@ -237,38 +226,9 @@ _BENCH_MODEL = re.compile(r"bench/(\d+)(?:/(\d+(?:\.\d+)?))?")
 _WORDS = re.compile(r"\S+\s*|\s+")
 #: how often :meth:`FakeUpstream.wait_for` re-checks a predicate that no request moved
 _POLL_INTERVAL = 0.05
-_generation_ids = itertools.count(1)
 
 
 # -- the request log ---------------------------------------------------------------
-
-
-class Headers(Mapping[str, str]):
-    """Request headers: case-insensitive lookups, names as sent.
-
-    A header sent twice has its values joined with ``", "``.
-    """
-
-    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: dict[str, tuple[str, str]] = {}
-        for name, value in pairs:
-            key = name.lower()
-            if key in self._items:
-                name, first = self._items[key]
-                value = f"{first}, {value}"
-            self._items[key] = (name, value)
-
-    def __getitem__(self, name: str) -> str:
-        return self._items[name.lower()][1]
-
-    def __iter__(self) -> Iterator[str]:
-        return (name for name, _ in self._items.values())
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __repr__(self) -> str:
-        return f"Headers({dict(self._items.values())!r})"
 
 
 @dataclasses.dataclass(eq=False)
@@ -282,7 +242,8 @@ class Recorded:
     method: str
     #: the path with its query string, as sent (``/api/v1/chat/completions``)
     path: str
-    headers: Headers
+    #: case-insensitive, as sent
+    headers: HTTPMessage
     #: the parsed JSON body, None when there was no body or it was not JSON
     json: t.Any
     body: bytes = dataclasses.field(repr=False)
@@ -329,12 +290,10 @@ class Connection:
     which ends the script.
     """
 
-    def __init__(self, sock: socket.socket, *, chunked: bool) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
-        #: ``Transfer-Encoding: chunked`` framing, else a close-delimited body
-        self.chunked = chunked
         #: the status line and headers are out
         self.head_sent = False
         #: the script must stop: the response is complete, or was aborted
@@ -343,24 +302,23 @@ class Connection:
         self.reset = False
 
     def begin(self, headers: Mapping[str, str] | None = None) -> None:
-        """Send the head of a ``200 text/event-stream`` response.
+        """Send the head of a chunked ``200 text/event-stream`` response.
 
         :param headers: extra headers; they replace defaults of the same name.
         :raises ScriptError: the head was already sent.
         """
         if self.head_sent:
             raise ScriptError("the response head was already sent")
-        framing = {"Transfer-Encoding": "chunked"} if self.chunked else {}
-        self._send(_head(200, _STREAM_HEADERS, framing, headers or {}))
+        self._send(_head(200, _STREAM_HEADERS, {"Transfer-Encoding": "chunked"}, headers or {}))
         self.head_sent = True
 
     def write(self, data: bytes) -> None:
-        """Send body bytes now (as one HTTP chunk when chunked), after the head if needed."""
+        """Send body bytes now, as one HTTP chunk, after the head if needed."""
         if not self.head_sent:
             self.begin()
         if not data:
-            return  # an empty HTTP chunk would end a chunked body
-        self._send(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+            return  # an empty HTTP chunk would end the body
+        self._send(b"%x\r\n%s\r\n" % (len(data), data))
 
     def respond(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
         """Send a whole response with a ``Content-Length``, and end the script.
@@ -376,8 +334,7 @@ class Connection:
         """End the stream properly: the script ran out of steps."""
         if not self.head_sent:
             self.begin()
-        if self.chunked:
-            self._send(b"0\r\n\r\n")
+        self._send(b"0\r\n\r\n")
         self.ended = True
 
     def abort(self, *, reset: bool = False) -> None:
@@ -539,7 +496,9 @@ class Abort:
 
 @dataclasses.dataclass(frozen=True)
 class Begin:
-    """Send the stream's ``200`` status line and headers now, with ``headers`` added."""
+    """Send the stream's ``200`` status line and headers now, with ``headers`` added
+    (so that what follows, a :class:`Raw` body for instance, is all body).
+    """
 
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -586,71 +545,6 @@ def _dumps(value: t.Any) -> bytes:
 
 
 # -- builders ----------------------------------------------------------------------
-
-
-def new_generation_id() -> str:
-    """A fresh ``gen-fake-N`` id for the chunks of one generation."""
-    return f"gen-fake-{next(_generation_ids)}"
-
-
-def make_chunk(
-    content: str | None = "",
-    *,
-    finish_reason: str | None = None,
-    model: str = DEFAULT_MODEL,
-    gen_id: str = "gen-fake-0",
-    provider: str = "Fake",
-    created: int | None = None,
-) -> dict[str, t.Any]:
-    """An OpenRouter ``chat.completion.chunk`` with one choice whose delta has ``content``."""
-    return {
-        "id": gen_id,
-        "provider": provider,
-        "model": model,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()) if created is None else created,
-        "choices": [
-            {
-                "index": 0,
-                "delta": {"role": "assistant", "content": content},
-                "finish_reason": finish_reason,
-                "native_finish_reason": finish_reason,
-                "logprobs": None,
-            }
-        ],
-    }
-
-
-def usage_chunk(
-    usage: Mapping[str, t.Any] = DEFAULT_USAGE,
-    *,
-    model: str = DEFAULT_MODEL,
-    gen_id: str = "gen-fake-0",
-    provider: str = "Fake",
-) -> dict[str, t.Any]:
-    """The last chunk of an OpenRouter stream: ``choices: []`` and the ``usage``."""
-    chunk = make_chunk(model=model, gen_id=gen_id, provider=provider)
-    chunk["choices"] = []
-    chunk["usage"] = dict(usage)
-    return chunk
-
-
-def error_chunk(
-    code: int = 502,
-    message: str = "Provider returned error",
-    *,
-    metadata: Mapping[str, t.Any] | None = None,
-    model: str = DEFAULT_MODEL,
-    gen_id: str = "gen-fake-0",
-) -> dict[str, t.Any]:
-    """A mid-stream error as OpenRouter documents it: a top-level ``error`` and
-    ``finish_reason: "error"`` (see fixture ``11-midstream-error-DOCS-EXAMPLE``)."""
-    chunk = make_chunk("", finish_reason="error", model=model, gen_id=gen_id)
-    del chunk["choices"][0]["native_finish_reason"], chunk["choices"][0]["logprobs"]
-    chunk["error"] = {"code": code, "message": message}
-    if metadata is not None:
-        chunk["error"]["metadata"] = dict(metadata)
-    return chunk
 
 
 def text_chunks(
@@ -749,20 +643,10 @@ def fixture_path(name: str, suffix: str = ".sse") -> Path:
     return path
 
 
-def fixture_steps(name: str, *, event_delay: float = 0.0) -> list[Step]:
-    """Steps replaying the bytes of ``<name>.sse`` exactly, one write per event.
-
-    :param event_delay: seconds of :class:`Pause` between events.
-    """
+def fixture_steps(name: str) -> list[Step]:
+    """Steps replaying the bytes of ``<name>.sse`` exactly, one write per event."""
     data = fixture_path(name, ".sse").read_bytes()
-    steps: list[Step] = []
-    for event in re.split(rb"(?<=\n\n)", data):
-        if not event:
-            continue
-        if steps and event_delay:
-            steps.append(Pause(event_delay))
-        steps.append(Raw(event))
-    return steps
+    return [Raw(event) for event in re.split(rb"(?<=\n\n)", data) if event]
 
 
 def fixture_response(name: str, status: int | None = None) -> Respond:
@@ -776,7 +660,7 @@ def fixture_response(name: str, status: int | None = None) -> Respond:
     return Respond(status, body)
 
 
-def echo_steps(request: Recorded, *, words_per_second: float | None = None) -> Iterator[Step]:
+def echo_steps(request: Recorded) -> Iterator[Step]:
     """The ``echo`` model: the last user message back word by word, then finish, usage
     and ``[DONE]``. Words keep the whitespace after them, so the text joins back exactly.
     """
@@ -787,9 +671,8 @@ def echo_steps(request: Recorded, *, words_per_second: float | None = None) -> I
         "total_tokens": 2 * len(words),
         "cost": 0,
     }
-    interval = 1 / words_per_second if words_per_second else 0.0
     model = request.model or DEFAULT_MODEL
-    return _iter_text_chunks(words, model, "stop", usage, interval, True)
+    return _iter_text_chunks(words, model, "stop", usage, 0.0, True)
 
 
 def _last_user_text(body: t.Any) -> str:
@@ -811,13 +694,6 @@ def _last_user_text(body: t.Any) -> str:
 # -- the server --------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class _Script:
-    source: ScriptSource
-    #: None: the fake's :attr:`FakeUpstream.chunked`
-    chunked: bool | None = None
-
-
 class FakeUpstream:
     """An OpenRouter stand-in on ``127.0.0.1``; see the module docstring.
 
@@ -826,30 +702,15 @@ class FakeUpstream:
 
     :param port: 0 picks a free port.
     :param host: the address to bind.
-    :param chunked: the framing of streams: ``Transfer-Encoding: chunked``, or
-        close-delimited bodies (HTTP/1.0 style).
-    :param words_per_second: the pace of ``echo`` and ``bench/<n>``; None: no pauses.
     :param record: keep every request in :attr:`requests` (the benchmark turns it off).
     """
 
-    def __init__(
-        self,
-        port: int = 0,
-        *,
-        host: str = "127.0.0.1",
-        chunked: bool = True,
-        words_per_second: float | None = None,
-        record: bool = True,
-    ) -> None:
+    def __init__(self, port: int = 0, *, host: str = "127.0.0.1", record: bool = True) -> None:
         self.host = host
         self._requested_port = port
-        #: framing of streams, unless a script says otherwise
-        self.chunked = chunked
-        #: pace of ``echo`` and ``bench/<n>``; None: as fast as possible
-        self.words_per_second = words_per_second
         #: keep every request in :attr:`requests`
         self.record = record
-        self._scripts: dict[str, _Script] = {}
+        self._scripts: dict[str, ScriptSource] = {}
         self._requests: list[Recorded] = []
         #: notified whenever a request arrives or a connection closes
         self._changed = threading.Condition()
@@ -857,21 +718,8 @@ class FakeUpstream:
         self._stopping = False
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._set_defaults()
-
-    def _set_defaults(self) -> None:
-        #: the script of models nothing else matches; None: they get a 400
-        self.default_script: ScriptSource | None = None
-        #: seconds between the events of ``fixture:<name>`` replays
-        self.fixture_event_delay = 0.0
         #: the body of ``GET /models``
         self.models: dict[str, t.Any] = copy.deepcopy(dict(DEFAULT_MODELS))
-        #: not 200: ``GET /models`` answers with an OpenRouter error of that status
-        self.models_status = 200
-        #: when set, ``GET /models`` plays these steps instead (``[Abort()]``, ...)
-        self.models_steps: Iterable[StepLike] | None = None
-        #: when set, chat requests without ``Authorization: Bearer <api_key>`` get a 401
-        self.api_key: str | None = None
 
     # -- lifecycle --
 
@@ -929,29 +777,20 @@ class FakeUpstream:
 
     # -- scripting --
 
-    def script(self, model: str, steps: ScriptSource, *, chunked: bool | None = None) -> None:
+    def script(self, model: str, steps: ScriptSource) -> None:
         """Answer chat requests for ``model`` with ``steps``, every time.
 
         :param steps: steps, or a callable taking the :class:`Recorded` request and
             returning steps.
-        :param chunked: the framing of this script's stream; None: :attr:`chunked`.
         :raises TypeError: an item of ``steps`` is not a step.
         """
         if not callable(steps):
             steps = tuple(as_step(item) for item in steps)
-        self._scripts[model] = _Script(steps, chunked)
+        self._scripts[model] = steps
 
     def echo(self, request: Recorded) -> Iterator[Step]:
-        """The ``echo`` script at :attr:`words_per_second`: ``fake.default_script = fake.echo``."""
-        return echo_steps(request, words_per_second=self.words_per_second)
-
-    def reset(self) -> None:
-        """Forget recorded requests and scripts, and restore every default."""
-        with self._changed:
-            self._requests.clear()
-            self._scripts.clear()
-            self._set_defaults()
-            self._bump()
+        """The ``echo`` script, to answer other models with: ``fake.script(m, fake.echo)``."""
+        return echo_steps(request)
 
     # -- the request log --
 
@@ -1043,11 +882,9 @@ class FakeUpstream:
         """Play the script chosen for ``request`` on its connection."""
         self._add(request)
         log.info("%s %s model=%s", request.method, request.path, request.model)
-        conn = Connection(handler.connection, chunked=self.chunked)
+        conn = Connection(handler.connection)
         try:
-            steps, chunked = self._route(request)
-            conn.chunked = self.chunked if chunked is None else chunked
-            for item in steps:
+            for item in self._route(request):
                 conn.check()
                 as_step(item).play(conn)
                 if conn.ended:
@@ -1067,48 +904,39 @@ class FakeUpstream:
             handler.server.reset_on_close(handler.connection)
         self._mark_closed(request, time.monotonic(), by_client=False)
 
-    def _route(self, request: Recorded) -> tuple[Iterable[StepLike], bool | None]:
-        """The steps that answer ``request``, and their framing (None: the default)."""
+    def _route(self, request: Recorded) -> Iterable[StepLike]:
+        """The steps that answer ``request``."""
         path = _route_path(request.path)
         if request.method == "GET" and path.endswith("/models"):
-            if self.models_steps is not None:
-                return self.models_steps, None
-            if self.models_status != 200:
-                return [error_response(self.models_status)], None
-            return [Respond(200, _dumps(self.models))], None
+            return [Respond(200, _dumps(self.models))]
         if request.method != "POST" or not path.endswith("/chat/completions"):
-            return [error_response(404, f"Not Found: {request.method} {path}")], None
-        authorization = request.headers.get("Authorization")
-        if self.api_key is not None and authorization != f"Bearer {self.api_key}":
-            return [error_response(401)], None
+            return [error_response(404, f"Not Found: {request.method} {path}")]
         if not isinstance(request.json, dict):
-            return [error_response(400, "The request body is not a JSON object")], None
+            return [error_response(400, "The request body is not a JSON object")]
         model = request.model
         if model is None:
-            return [error_response(400, "No model given")], None
+            return [error_response(400, "No model given")]
         if model in self._scripts:
-            script = self._scripts[model]
-            return _steps_of(script.source, request), script.chunked
+            source = self._scripts[model]
+            return source(request) if callable(source) else source
         if model.startswith("fixture:"):
-            return self._fixture(model.removeprefix("fixture:")), None
+            return self._fixture(model.removeprefix("fixture:"))
         if model == "echo":
-            return self.echo(request), None
+            return self.echo(request)
         if bench := _BENCH_MODEL.fullmatch(model):
-            return self._bench(model, int(bench[1]), float(bench[2] or 0)), None
-        if self.default_script is not None:
-            return _steps_of(self.default_script, request), None
-        return [error_response(400, f"{model} is not a valid model ID")], None
+            return self._bench(model, int(bench[1]), float(bench[2] or 0))
+        return [error_response(400, f"{model} is not a valid model ID")]
 
     def _bench(self, model: str, count: int, words_per_second: float) -> Iterator[Step]:
         """``bench/<n>[/<words per second>]``: ``n`` chunks ``"w1 "``, ``"w2 "``, ..."""
-        pace = words_per_second or self.words_per_second
         words = (f"w{n} " for n in range(1, count + 1))
         usage = {"prompt_tokens": 1, "completion_tokens": count, "total_tokens": count + 1}
-        return _iter_text_chunks(words, model, "stop", usage, 1 / pace if pace else 0.0, True)
+        interval = 1 / words_per_second if words_per_second else 0.0
+        return _iter_text_chunks(words, model, "stop", usage, interval, True)
 
     def _fixture(self, name: str) -> list[StepLike]:
         try:
-            return list(fixture_steps(name, event_delay=self.fixture_event_delay))
+            return list(fixture_steps(name))
         except FileNotFoundError:
             pass
         try:
@@ -1118,10 +946,6 @@ class FakeUpstream:
 
 
 _T = t.TypeVar("_T")
-
-
-def _steps_of(source: ScriptSource, request: Recorded) -> Iterable[StepLike]:
-    return source(request) if callable(source) else source
 
 
 def _route_path(path: str) -> str:
@@ -1210,78 +1034,21 @@ class _Handler(BaseHTTPRequestHandler):
         request = Recorded(
             method=self.command,
             path=self.path,
-            headers=Headers(self.headers.items()),
+            headers=self.headers,
             json=parsed,
             body=body,
             started_at=started_at,
         )
         self.server.fake._serve(self, request)
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+    do_POST = do_DELETE = do_GET
 
     def _read_body(self) -> bytes:
-        """The request body, by ``Content-Length`` or chunked.
+        """The request body, by ``Content-Length`` (what requests sends).
 
-        :raises ValueError: the framing is malformed.
+        :raises ValueError: the length is malformed.
         """
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts = []
-            while size := int(self.rfile.readline(1024).split(b";")[0], 16):
-                parts.append(self.rfile.read(size))
-                self.rfile.readline(1024)
-            while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                pass  # trailer fields
-            return b"".join(parts)
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def log_message(self, format: str, *args: t.Any) -> None:
         log.debug("fake upstream: " + format, *args)
-
-
-# -- standalone --------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Serve until Ctrl-C or SIGTERM; print the base URL on the first line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.support.fake_upstream",
-        description="A fake OpenRouter: every model that is not built in echoes.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8099, help="0 picks a free port")
-    parser.add_argument(
-        "--words-per-second",
-        type=float,
-        default=None,
-        help="pace of echo and bench/<n> streams (default: as fast as possible)",
-    )
-    parser.add_argument(
-        "--fixture-delay", type=float, default=0.0, help="seconds between fixture events"
-    )
-    parser.add_argument(
-        "--close-delimited", action="store_true", help="no chunked encoding: end bodies by EOF"
-    )
-    parser.add_argument("--verbose", action="store_true", help="log every request")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-
-    fake = FakeUpstream(
-        args.port,
-        host=args.host,
-        chunked=not args.close_delimited,
-        words_per_second=args.words_per_second,
-        record=False,
-    )
-    fake.default_script = fake.echo
-    fake.fixture_event_delay = args.fixture_delay
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
-    with fake:
-        print(fake.base_url, flush=True)
-        stopping.wait()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

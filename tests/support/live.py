@@ -10,38 +10,20 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import typing as t
 from pathlib import Path
 
 import requests
 
+from tests.support.helpers import free_port
+from tests.support.helpers import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 
 __all__ = ["ROOT", "LiveApp", "free_port", "wait_until"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: t.Callable[[], t.Any], timeout: float, what: str) -> t.Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class LiveApp:
@@ -52,6 +34,9 @@ class LiveApp:
         inherited.
     :param workers: gunicorn ``-w``.
     :param app_spec: the WSGI app to load, ``module:attr``.
+    :param command: run this instead of gunicorn (e.g. ``python -m ngai_chat``,
+        which binds by itself from ``HOST``/``PORT``).
+    :param cwd: the working directory (where a ``.env`` would be read).
     """
 
     def __init__(
@@ -62,6 +47,8 @@ class LiveApp:
         app_spec: str = "wsgi:app",
         port: int | None = None,
         extra_args: t.Sequence[str] = (),
+        command: t.Sequence[str] | None = None,
+        cwd: str | os.PathLike[str] = ROOT,
     ) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -71,30 +58,35 @@ class LiveApp:
         clean = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("NGAI_", "OPENROUTER_")) and k not in {"REDIS_URL", "PORT"}
+            if not k.startswith(("NGAI_", "OPENROUTER_")) and k not in {"REDIS_URL", "HOST", "PORT"}
         }
         clean.update({"PYTHONUNBUFFERED": "1", "PORT": str(self.port)})
         clean.update(env or {})
         self.env = clean
-        self.args = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(ROOT / "gunicorn.conf.py"),
-            "-b",
-            f"127.0.0.1:{self.port}",
-            "-w",
-            str(workers),
-            *extra_args,
-            app_spec,
-        ]
+        self.cwd = cwd
+        self.args = (
+            list(command)
+            if command is not None
+            else [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(ROOT / "gunicorn.conf.py"),
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "-w",
+                str(workers),
+                *extra_args,
+                app_spec,
+            ]
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> LiveApp:
         """Start gunicorn and wait until ``/health`` answers."""
         self.proc = subprocess.Popen(
-            self.args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+            self.args, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
         )
 
         def ready() -> bool:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.helpers import free_port
+
 __all__ = [
     "SHARED_REDIS",
     "RedisServer",
@@ -46,13 +48,6 @@ _INSTALL_HINT = (
     "Install it (`make system-deps`, or `apt-get install redis-server`), "
     "or deselect them with `-m 'not redis'`."
 )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def redis_answers(host: str, port: int, timeout: float = 0.5) -> bool:

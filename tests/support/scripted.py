@@ -14,20 +14,19 @@ import gevent
 
 from ngai_chat import errors
 from ngai_chat.upstream import Chunk
+from tests.support.chunks import make_chunk
 
 __all__ = ["ScriptedUpstream", "chunk", "text_stream"]
 
 
 def chunk(content: str | None = None, *, finish: str | None = None, **extra: t.Any) -> dict:
-    """An OpenAI ``chat.completion.chunk`` with one choice."""
-    delta = {} if content is None else {"content": content}
-    return {
-        "id": "gen-test",
-        "object": "chat.completion.chunk",
-        "model": extra.pop("model", "test/model"),
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        **extra,
-    }
+    """An OpenAI ``chat.completion.chunk`` with one choice (no role in its delta),
+    from :func:`tests.support.chunks.make_chunk` with this module's id and model.
+    """
+    model = extra.pop("model", "test/model")
+    return make_chunk(
+        content, finish_reason=finish, model=model, gen_id="gen-test", role=None, **extra
+    )
 
 
 def text_stream(*pieces: str, finish: str = "stop", usage: dict | None = None) -> list:

@@ -1,0 +1,78 @@
+"""A gunicorn gevent worker with a client timeout (``NGAI_CLIENT_TIMEOUT``).
+
+gunicorn's ``--timeout`` under gevent is the worker's heartbeat, not a limit on
+a request: a client that sends half its headers or body, or a stream reader that
+stops reading, holds a connection (of ``--worker-connections``) for ever. This
+worker puts a timeout on each client socket, so that:
+
+* a read of the request (headers or body) that waits longer than the timeout
+  fails, and the connection is closed; the headers as a whole must also arrive
+  within it (gunicorn's keep-alive timer, lowered to the client timeout);
+* a write that cannot hand its bytes to the client within the timeout fails
+  (gevent's ``sendall`` applies the socket timeout to the whole write), so a
+  reader that stops reading is dropped. The response is still closed the usual
+  way: the stream's ``finally`` and ``call_on_close`` run.
+
+A stream that waits for the model writes nothing in the meantime, so long
+answers with heartbeats are not cut; only a write the client does not take is.
+
+Use it with ``worker_class = "ngai_chat.worker.ClientTimeoutWorker"`` (as
+``ngai_chat/gunicorn_conf.py`` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import typing as t
+
+import gevent
+from gunicorn.workers.base_async import AsyncWorker
+from gunicorn.workers.ggevent import GeventWorker
+
+from .config import ConfigError
+from .config import Settings
+from .config import load_settings
+
+__all__ = ["ClientTimeoutWorker"]
+
+
+class ClientTimeoutWorker(GeventWorker):  # type: ignore[misc]
+    """gunicorn's gevent worker, with ``NGAI_CLIENT_TIMEOUT`` on every client socket."""
+
+    #: seconds; read from the settings when the worker starts
+    client_timeout: float = Settings.client_timeout
+
+    def init_process(self) -> None:
+        # the master checked the settings already: on an error keep the default
+        with contextlib.suppress(ConfigError):
+            self.client_timeout = load_settings().client_timeout
+        super().init_process()
+
+    def timeout_ctx(self) -> gevent.Timeout:
+        # gunicorn waits this long for a request's headers (keep-alive or not)
+        return gevent.Timeout(min(float(self.cfg.keepalive), self.client_timeout), False)
+
+    def handle(self, listener: t.Any, client: t.Any, addr: t.Any) -> None:
+        # GeventWorker.handle makes the socket blocking (no timeout) and defers to
+        # AsyncWorker.handle; give it the client timeout instead.
+        client.settimeout(self.client_timeout)
+        AsyncWorker.handle(self, listener, client, addr)
+
+    def handle_request(self, listener_name: t.Any, req: t.Any, sock: t.Any, addr: t.Any) -> t.Any:
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        except TimeoutError:
+            # gunicorn would log an expected client failure with a traceback;
+            # StopIteration is its own "close this connection" signal.
+            self.log.info(
+                "closed a connection from %s: it took no bytes for %g s (NGAI_CLIENT_TIMEOUT)",
+                _peer(addr),
+                self.client_timeout,
+            )
+            raise StopIteration from None
+
+
+def _peer(addr: t.Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
