@@ -27,6 +27,8 @@
  */
 
 const SAFE_PROTOCOLS = new Set(["http:", "https:", "mailto:"]);
+/** How deep block quotes and lists may nest before the rest is plain text. */
+const MAX_BLOCK_DEPTH = 12;
 
 const FENCE = /^( {0,3})(`{3,}|~{3,})(.*)$/;
 const CLOSE_FENCE = /^ {0,3}(`{3,}|~{3,})[ \t]*$/;
@@ -44,6 +46,8 @@ const BARE_URL = /^https?:\/\/[^\s<>]+/;
 const PUNCTUATION = /[!-/:-@[-`{-~\p{P}\p{S}]/u;
 const ESCAPABLE = /[!-/:-@[-`{-~]/;
 const WORD = /[\p{L}\p{N}]/u;
+/** What ends a bare URL's match but is taken to end the sentence instead. */
+const TRAILING_PUNCTUATION = new Set([...".,:;!?'\"*_~"]);
 
 /** The named entities worth decoding; others stay as typed. */
 const ENTITIES = {
@@ -151,7 +155,12 @@ function cells(line) {
  * @param {string[]} lines
  * @returns {object[]}
  */
-function parseBlocks(lines) {
+function parseBlocks(lines, depth = 0) {
+  if (depth > MAX_BLOCK_DEPTH) {
+    // Quotes in lists in quotes…: past a sane depth the rest is one paragraph of text.
+    const text = lines.join("\n");
+    return text.trim() ? [{ type: "paragraph", text, raw: text }] : [];
+  }
   const blocks = [];
   let i = 0;
   while (i < lines.length) {
@@ -181,7 +190,7 @@ function parseBlocks(lines) {
       }
       block = { type: "code", lang: unescape(info.trim().split(/\s+/)[0] ?? ""), text: body.join("\n"), closed };
     } else if ((m = ATX.exec(line))) {
-      const text = m[2].replace(/[ \t]+#+[ \t]*$/, "").replace(/^[ \t]*#+[ \t]*$/, "").trim();
+      const text = withoutClosingHashes(m[2]);
       block = { type: "heading", level: m[1].length, text };
       i += 1;
     } else if (HR.test(line)) {
@@ -193,9 +202,9 @@ function parseBlocks(lines) {
         inner.push(lines[i].replace(QUOTE, ""));
         i += 1;
       }
-      block = { type: "quote", children: parseBlocks(inner) };
+      block = { type: "quote", children: parseBlocks(inner, depth + 1) };
     } else if ((m = LIST_ITEM.exec(line))) {
-      [block, i] = parseList(lines, i);
+      [block, i] = parseList(lines, i, depth);
     } else if (indentOf(line) >= 4) {
       const body = [];
       while (i < lines.length && (isBlank(lines[i]) || indentOf(lines[i]) >= 4)) {
@@ -252,7 +261,7 @@ function parseBlocks(lines) {
 }
 
 /** Parse the list that starts at `lines[start]`; returns it and the next line's index. */
-function parseList(lines, start) {
+function parseList(lines, start, depth) {
   const first = LIST_ITEM.exec(lines[start]);
   const ordered = /\d/.test(first[2]);
   const kind = first[2].slice(-1);
@@ -282,7 +291,7 @@ function parseList(lines, start) {
       body.pop();
       i -= 1;
     }
-    const children = parseBlocks(body);
+    const children = parseBlocks(body, depth + 1);
     // Blank lines between an item's blocks, or between items, make the list loose.
     if (body.some((line, n) => n > 0 && isBlank(line)) && children.length > 1) loose = true;
     items.push(children);
@@ -296,6 +305,16 @@ function parseList(lines, start) {
     }
   }
   return [{ type: "list", ordered, start: ordered ? parseInt(first[2], 10) : 1, items, loose }, i];
+}
+
+/** A heading's text without its optional closing `#`s (loops, not regexes: no backtracking). */
+function withoutClosingHashes(raw) {
+  let text = raw.trim();
+  let end = text.length;
+  while (end > 0 && text[end - 1] === "#") end -= 1;
+  if (end === 0) return "";
+  if (end < text.length && (text[end - 1] === " " || text[end - 1] === "\t")) text = text.slice(0, end);
+  return text.trim();
 }
 
 /** Undo backslash escapes (for a code fence's language and link destinations). */
@@ -491,9 +510,12 @@ function inlineRun(text, parent, inLink) {
       continue;
     }
     if (ch === "\n") {
-      const hard = / {2,}$/.test(buffer);
+      // endsWith, not a regex: a regex anchored at $ scans the whole buffer each time.
+      const hard = buffer.endsWith("  ");
       if (hard) {
-        buffer = buffer.replace(/ +$/, "");
+        let end = buffer.length;
+        while (end > 0 && buffer[end - 1] === " ") end -= 1;
+        buffer = buffer.slice(0, end);
         flush();
         parent.append(el("br"));
       } else buffer += ch;
@@ -589,7 +611,8 @@ function inlineRun(text, parent, inLink) {
     if (ch === "h" && !inLink && (i === 0 || !WORD.test(text[i - 1]))) {
       const m = BARE_URL.exec(text.slice(i));
       if (m) {
-        let url = m[0].replace(/[.,:;!?'"*_~]+$/, "");
+        let url = m[0];
+        while (url.length && TRAILING_PUNCTUATION.has(url[url.length - 1])) url = url.slice(0, -1);
         // A closing parenthesis belongs to the URL only when it has an opening one.
         while (url.endsWith(")") && (url.match(/\(/g) ?? []).length < (url.match(/\)/g) ?? []).length) {
           url = url.slice(0, -1);

@@ -82,6 +82,10 @@ HOSTILE_TEXT = (
 #: records, at every change of the newest answer, whether it was thinking or answering
 PHASES_JS = """
 window.__phases = [];
+window.__violations = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`);
+});
 const log = document.getElementById('log');
 new MutationObserver(() => {
   const all = log.querySelectorAll('.msg.assistant');
@@ -265,6 +269,8 @@ def test_thinking_then_markdown_answer_sources_and_cost(
     assert got["usage"] == "52 tokens (12 in, 40 out, 9 reasoning) · $0.00123"
     assert "52 tokens" in reply["status"] and "$0.00123" in reply["status"]
     assert got["regenerate"] is True
+    # The page's Content-Security-Policy blocked nothing the page itself does.
+    assert driver.execute_script("return window.__violations") == []
 
     # The code block's Copy button puts exactly the code on the clipboard.
     origin = app.url("/").rstrip("/")
@@ -430,3 +436,55 @@ def test_demo_mode_thinks_renders_markdown_and_cites(screen: t.Any) -> None:
     assert got["sources"] == [["https://openrouter.ai/docs/quickstart", "OpenRouter Quickstart"]]
     assert got["usage"] is not None and got["usage"].endswith("· $0")
     assert "reasoning)" in got["usage"]
+
+
+CLIENT_JS = """
+const [model, bare, done] = arguments;
+// bare: a server whose done event has none of the new fields (as the seed server's)
+class BareDone extends EventSource {
+  addEventListener(type, listener, options) {
+    if (type !== 'done') return super.addEventListener(type, listener, options);
+    return super.addEventListener(type, (event) => {
+      const {finishReason, model, usage} = JSON.parse(event.data);
+      const data = JSON.stringify({finishReason, model, usage});
+      listener({data, lastEventId: event.lastEventId});
+    }, options);
+  }
+}
+import(new URL('static/ngai-client.js', document.baseURI).href).then(async (client) => {
+  const calls = [];
+  const result = await client.streamChat({
+    EventSource: bare ? BareDone : EventSource,
+    baseUrl: document.querySelector('meta[name=ngai-api-base]').content,
+    model,
+    messages: [{role: 'user', content: 'Think, then answer.'}],
+    onReasoning: (piece, chunk) => calls.push(['reasoning', piece, chunk.reasoning]),
+    onToken: (piece, chunk) => calls.push(['token', piece, chunk.content]),
+  });
+  done({result, calls});
+}).catch((error) => done({error: String(error && error.stack || error)}));
+"""
+
+
+@pytest.mark.parametrize("bare", [False, True], ids=["from-done", "from-chunks"])
+def test_client_resolves_every_field_and_calls_on_reasoning_first(
+    driver: t.Any, app: LiveApp, bare: bool
+) -> None:
+    open_page(driver, app.url("/"))
+    got = driver.execute_async_script(CLIENT_JS, THINKER, bare)
+    assert "error" not in got, got["error"]
+    result, calls = got["result"], got["calls"]
+    assert [c[1] for c in calls if c[0] == "reasoning"] == REASONING
+    assert [c[1] for c in calls if c[0] == "token"] == ANSWER
+    # each callback gets the chunk event's data too, with its top-level text field
+    assert all(c[1] == c[2] for c in calls), calls
+    first_token = next(i for i, c in enumerate(calls) if c[0] == "token")
+    assert all(c[0] == "reasoning" for c in calls[:first_token])
+    assert result["text"] == ANSWER_TEXT
+    assert result["reasoning"] == "".join(REASONING)
+    assert result["finishReason"] == "stop"
+    assert result["model"] == THINKER
+    assert result["usage"] == USAGE
+    assert result["generationId"].startswith("gen-fake-")
+    assert result["citations"] == [CITE_A, CITE_B]
+    assert result["reasoningDetails"] == MERGED_DETAILS
