@@ -43,7 +43,7 @@ def store_from_url(
             f"Invalid REDIS_URL: the scheme {scheme} selects no store. Use memory:// (one "
             "process) or a redis://, rediss:// or unix:// URL such as redis://localhost:6379/0."
         )
-    from .redis import RedisStore  # imported lazily: the only importer of redis
+    from .redis import RedisStore  # imported lazily: only the Redis store imports redis
 
     store: Store = RedisStore(url, replay_ttl=replay_ttl, clock=clock, **options)
     return store

@@ -14,30 +14,20 @@ import typing as t
 
 import gevent.event
 
-from .. import sse
 from .base import TERMINAL_EVENTS
 from .base import ClientAtLimit
 from .base import Event
 from .base import GenerationSignals
 from .base import SessionInfo
+from .log import EventLog
 
 __all__ = ["MemoryStore"]
-
-#: events one read returns at most: a reader far behind takes its backlog in
-#: pieces (each a list of references to the shared log, never copies)
-READ_BATCH = 256
-
-
-#: one event of a log kept in memory: ``(name, data, frame)``. A plain tuple of
-#: strings and bytes, which the garbage collector stops tracking: a log of
-#: millions of events then costs its full collections nothing.
-_Stored = tuple[str, str, bytes]
 
 
 @dataclasses.dataclass
 class _Entry:
     info: SessionInfo
-    events: list[_Stored] = dataclasses.field(default_factory=list)
+    log: EventLog = dataclasses.field(default_factory=EventLog)
     readers: set[str] = dataclasses.field(default_factory=set)
     finished_at: float | None = None
     #: set and replaced by an append while readers wait on it
@@ -145,8 +135,7 @@ class MemoryStore:
         for name, data in events:
             if entry.finished_at is not None:
                 break
-            event_id = len(entry.events) + 1
-            entry.events.append((name, data, sse.event(data, name=name, id=event_id)))
+            event_id = entry.log.append(name, data)
             ids.append(event_id)
             if name in TERMINAL_EVENTS:
                 entry.finished_at = self.clock()
@@ -162,7 +151,7 @@ class MemoryStore:
         entry = self._live(session_id)
         if entry is None:
             return []
-        if len(entry.events) <= after:
+        if len(entry.log) <= after:
             changed = entry.changed
             entry.waiting += 1
             try:
@@ -173,9 +162,7 @@ class MemoryStore:
             entry = self._live(session_id)
             if entry is None:
                 return []
-        start = max(after, 0)
-        stored = entry.events[start : start + READ_BATCH]
-        return [Event(start + i, *event) for i, event in enumerate(stored, 1)]
+        return entry.log.read(after)
 
     def cancel(self, session_id: str) -> bool:
         entry = self._live(session_id)

@@ -1,6 +1,7 @@
 """The Redis store: sessions and event logs shared by every worker and instance.
 
-The only module of the package that imports :mod:`redis`. Keys, all under
+With :mod:`~ngai_chat.store.redis_tail`, the only modules of the package that
+import :mod:`redis`. Keys, all under
 ``key_prefix`` and all with a TTL, so Redis never fills with dead sessions::
 
     <prefix>s:<id>   hash    request, referer, created_at, expires_at, claimed,
@@ -20,15 +21,17 @@ defines it is decided by comparing the deadlines stored in the hash with
 injected clock behaves the same on both stores.
 
 Every check-then-write (claim, append, cancel, attach, tick, sweep) is one Lua
-script, so it is atomic across processes: exactly one claim wins and exactly one
-terminal event is written, however many writers race. Scripts build a session's
+script (:mod:`~ngai_chat.store.redis_scripts`), so it is atomic across processes:
+exactly one claim wins and exactly one terminal event is written, however many
+writers race. Scripts build a session's
 key names from the prefix, so this store targets a single Redis server (or a
 replicated primary), not Redis Cluster.
 
 Readers waiting for a session generated in another process do not each hold a
-connection in ``XREAD BLOCK``: one :class:`_Tail` per store blocks in a single
-``XREAD`` on every stream someone waits for, on a connection of its own, and
-wakes the waiters of the streams that grew. Connections to Redis are bounded by
+connection in ``XREAD BLOCK``: one tail per store
+(:class:`~ngai_chat.store.redis_tail.Tail`) blocks in a single ``XREAD`` on every
+stream someone waits for, on a connection of its own, and wakes the waiters of
+the streams that grew. Connections to Redis are bounded by
 processes, not by open streams.
 
 Readers in the process that runs a session's generation do not go to Redis at
@@ -51,11 +54,15 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..errors import StoreUnavailable
+from . import redis_scripts as scripts
 from .base import TERMINAL_EVENTS
 from .base import ClientAtLimit
 from .base import Event
 from .base import GenerationSignals
 from .base import SessionInfo
+from .log import EventLog
+from .redis_tail import Tail
+from .redis_tail import stream_entries
 
 __all__ = ["RedisStore"]
 
@@ -66,10 +73,10 @@ _R = t.TypeVar("_R")
 class _LocalLog:
     """The events one process appended to one session's log, from id 1 on."""
 
-    __slots__ = ("changed", "ended_at", "events")
+    __slots__ = ("changed", "ended_at", "log")
 
     def __init__(self) -> None:
-        self.events: list[Event] = []
+        self.log = EventLog()
         #: patched by gevent in a worker: waiting yields to other greenlets
         self.changed = threading.Condition()
         self.ended_at: float | None = None
@@ -93,23 +100,27 @@ class _LocalLogs:
         self.clock = clock
         self._logs: dict[str, _LocalLog] = {}
 
-    def record(self, session_id: str, event: Event | None) -> None:
-        """Keep ``event`` (just appended to Redis), or drop the log when ``None``."""
+    def record(self, session_id: str, event: tuple[int, str, str] | None) -> None:
+        """Keep ``(id, name, data)`` (just appended to Redis), or drop the log when
+        ``None``.
+        """
         log = self._logs.get(session_id)
-        if event is None or (log is None and event.id != 1):
+        if event is None or (log is None and event[0] != 1):
             self._drop(session_id)
             return
+        event_id, name, data = event
         if log is None:
             log = self._logs[session_id] = _LocalLog()
-        if event.id != len(log.events) + 1:
+        if event_id != len(log.log) + 1:
             self._drop(session_id)
             return
+        terminal = name in TERMINAL_EVENTS
         with log.changed:
-            log.events.append(event)
-            if event.terminal:
+            log.log.append(name, data)
+            if terminal:
                 log.ended_at = self.clock()
             log.changed.notify_all()
-        if event.terminal:
+        if terminal:
             self._forget_ended()
 
     def read(self, session_id: str, after: int, timeout: float) -> list[Event] | None:
@@ -125,8 +136,8 @@ class _LocalLogs:
             while True:
                 if self._logs.get(session_id) is not log:
                     return None
-                if len(log.events) > after:
-                    return log.events[after:]
+                if len(log.log) > after:
+                    return log.log.read(after)
                 if log.ended_at is not None:
                     return None  # nothing past the end here: wait the Redis way
                 remaining = deadline - time.monotonic()
@@ -145,101 +156,6 @@ class _LocalLogs:
         for session_id, log in list(self._logs.items()):
             if log.ended_at is not None and now - log.ended_at >= self.linger:
                 self._drop(session_id)
-
-
-class _Followed:
-    """A stream the tail follows: the newest event id seen, and who waits on it."""
-
-    __slots__ = ("changed", "failure", "idle_since", "latest", "waiters")
-
-    def __init__(self, latest: int, lock: threading.Lock) -> None:
-        self.latest = latest
-        self.waiters = 0
-        self.idle_since = 0.0
-        self.changed = threading.Condition(lock)
-        self.failure: Exception | None = None
-
-
-class _Tail:
-    """Waits for new events on many streams with one blocking ``XREAD``.
-
-    A poller thread (a greenlet under gevent) blocks in ``XREAD`` on every stream
-    that has a waiter, and wakes the waiters of the streams that grew. A stream
-    stays in the ``XREAD`` for ``linger`` seconds after its last waiter left, so a
-    reader coming back for the next event finds it followed already.
-
-    :param client: a Redis client on a pool of its own.
-    :param block: seconds one ``XREAD`` blocks: how long a stream new to the set
-        may wait to join it.
-    :param linger: seconds a stream stays followed without waiters.
-    """
-
-    def __init__(self, client: redis.Redis, *, block: float = 0.1, linger: float = 2.0) -> None:
-        self._client = client
-        self._block_ms = max(1, int(block * 1000))
-        self._linger = linger
-        self._lock = threading.Lock()
-        self._streams: dict[str, _Followed] = {}
-        self._poller: threading.Thread | None = None
-
-    def wait(self, stream_key: str, after: int, timeout: float) -> bool:
-        """Wait until ``stream_key`` has an event past ``after``.
-
-        :return: ``False`` when ``timeout`` passed first.
-        :raises StoreUnavailable: Redis failed meanwhile.
-        """
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            followed = self._streams.get(stream_key)
-            if followed is None:
-                followed = self._streams[stream_key] = _Followed(after, self._lock)
-            followed.waiters += 1
-            if self._poller is None:
-                self._poller = threading.Thread(target=self._poll, daemon=True)
-                self._poller.start()
-            try:
-                while followed.latest <= after:
-                    if followed.failure is not None:
-                        raise StoreUnavailable() from followed.failure
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    followed.changed.wait(remaining)
-                return True
-            finally:
-                followed.waiters -= 1
-                followed.idle_since = time.monotonic()
-
-    def _poll(self) -> None:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                for key, followed in list(self._streams.items()):
-                    if not followed.waiters and now - followed.idle_since >= self._linger:
-                        del self._streams[key]
-                if not self._streams:
-                    self._poller = None
-                    return
-                cursors: dict[t.Any, t.Any] = {
-                    key: f"0-{followed.latest}" for key, followed in self._streams.items()
-                }
-            try:
-                response = self._client.xread(cursors, count=1, block=self._block_ms)
-            except (redis.RedisError, OSError) as exc:
-                with self._lock:  # every waiter hears of it; the next wait starts afresh
-                    for followed in self._streams.values():
-                        followed.failure = exc
-                        followed.changed.notify_all()
-                    self._streams.clear()
-                    self._poller = None
-                return
-            with self._lock:
-                for key, entries in _streams_of(response):
-                    grown = self._streams.get(key)
-                    if grown is not None and entries:
-                        newest = int(entries[-1][0].partition("-")[2])
-                        grown.latest = max(grown.latest, newest)
-                        grown.changed.notify_all()
 
 
 def _text(value: str) -> bytes:
@@ -266,238 +182,6 @@ def _wrap_errors(method: t.Callable[_P, _R]) -> t.Callable[_P, _R]:
             ) from exc
 
     return wrapper
-
-
-# Shared head of every script. ``gone`` is MemoryStore._expired: a finished
-# session is gone at finished_at + replay_ttl, a pending one at expires_at, a
-# running one only when its keys expire (its generation stopped ticking).
-# ARGV[1] is always the caller's clock() and ARGV[2] the replay TTL in seconds.
-_LUA_HEAD = """
-local now = tonumber(ARGV[1])
-local replay = tonumber(ARGV[2])
-local function gone(f)
-  if not f[1] then return true end
-  if f[3] then return now >= tonumber(f[3]) + replay end
-  return (not f[2]) and now >= tonumber(f[1])
-end
-local function extend(key, ms)
-  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
-end
-"""
-
-# KEYS: hash stream readers alive live client ("" when the session has no client)
-# ARGV: now replay id ttl_ms live_score client_limit prefix field value [field value ...]
-_LUA_CREATE = (
-    _LUA_HEAD
-    + """
-local client = KEYS[6]
-local limit = tonumber(ARGV[6])
-if client ~= '' and limit > 0 then
-  -- The client's share, exact: pending ones past their deadline are gone, and
-  -- so are running ones whose hash expired (their generation died).
-  redis.call('ZREMRANGEBYSCORE', client, '-inf', ARGV[1])
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', client, '+inf', '+inf')) do
-    if redis.call('EXISTS', ARGV[7] .. 's:' .. id) == 0 then redis.call('ZREM', client, id) end
-  end
-  local held = redis.call('ZCARD', client)
-  if held >= limit then
-    local first = redis.call('ZRANGE', client, 0, 0, 'WITHSCORES')
-    return {held, first[2]}
-  end
-end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[5], ARGV[5], ARGV[3])
-extend(KEYS[5], tonumber(ARGV[4]))
-if client ~= '' then
-  redis.call('ZADD', client, ARGV[5], ARGV[3])
-  extend(client, tonumber(ARGV[4]))
-end
-return 1
-"""
-)
-
-# KEYS: hash stream alive live
-# ARGV: now replay id running_ms liveness_ms prefix
-_LUA_CLAIM = (
-    _LUA_HEAD
-    + """
-local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'client')
--- claimed, or already ended before any generation: nothing to run
-if gone(f) or f[2] or f[3] then return 0 end
-redis.call('HSET', KEYS[1], 'claimed', '1')
-local running = tonumber(ARGV[4])
-redis.call('PEXPIRE', KEYS[1], running)
-redis.call('PEXPIRE', KEYS[2], running)
--- Alive from the claim on, so a reader elsewhere does not take the gap before
--- the generation's first tick for a dead generation.
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
-redis.call('ZADD', KEYS[4], '+inf', ARGV[3])
-extend(KEYS[4], running)
-if f[4] then
-  local client = ARGV[6] .. 'c:' .. f[4]
-  redis.call('ZADD', client, '+inf', ARGV[3])
-  extend(client, running)
-end
-return 1
-"""
-)
-
-# KEYS: hash stream readers alive live done
-# ARGV: now replay id maxlen replay_ms prefix, then name data terminal for each event
-_LUA_APPEND = (
-    _LUA_HEAD
-    + """
-local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'client')
-local ids = {}
-if gone(f) or f[3] then return ids end
-for i = 7, #ARGV, 3 do
-  local n = redis.call('HINCRBY', KEYS[1], 'last', 1)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-' .. n, 'n', ARGV[i], 'd', ARGV[i + 1])
-  ids[#ids + 1] = n
-  if ARGV[i + 2] == '1' then
-    redis.call('HSET', KEYS[1], 'terminal_id', n, 'finished_at', ARGV[1])
-    for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
-    redis.call('ZREM', KEYS[5], ARGV[3])
-    if f[4] then redis.call('ZREM', ARGV[6] .. 'c:' .. f[4], ARGV[3]) end
-    redis.call('ZADD', KEYS[6], now + replay, ARGV[3])
-    extend(KEYS[6], tonumber(ARGV[5]))
-    return ids
-  elseif n == 1 then
-    -- XADD just created the stream: give it the session's TTL.
-    local ttl = redis.call('PTTL', KEYS[1])
-    if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-  end
-end
-return ids
-"""
-)
-
-# KEYS: hash
-# ARGV: now replay
-_LUA_CANCEL = (
-    _LUA_HEAD
-    + """
-local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at')
-if gone(f) then return 0 end
-redis.call('HSET', KEYS[1], 'cancelled', '1')
-return 1
-"""
-)
-
-# KEYS: hash readers
-# ARGV: now replay reader presence_s presence_ms
-_LUA_ATTACH = (
-    _LUA_HEAD
-    + """
-local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at')
-if gone(f) then return 0 end
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
--- Never outlive the session itself.
-local ms = tonumber(ARGV[5])
-local left = redis.call('PTTL', KEYS[1])
-if left > 0 and left < ms then ms = left end
-redis.call('PEXPIRE', KEYS[2], ms)
-return 1
-"""
-)
-
-# KEYS: hash stream readers alive live
-# ARGV: now replay running_ms liveness_ms prefix
-_LUA_TICK = (
-    _LUA_HEAD
-    + """
-local f = redis.call(
-  'HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'cancelled', 'client')
-if gone(f) then return {1, 0} end
-if f[2] and not f[3] then
-  local running = tonumber(ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], running)
-  redis.call('PEXPIRE', KEYS[2], running)
-  redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
-  extend(KEYS[5], running)
-  if f[5] then extend(ARGV[5] .. 'c:' .. f[5], running) end
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
-return {f[4] and 1 or 0, redis.call('ZCARD', KEYS[3])}
-"""
-)
-
-# KEYS: live done
-# ARGV: now replay prefix
-_LUA_SWEEP = (
-    _LUA_HEAD
-    + """
-local prefix = ARGV[3]
-local freed = 0
-local function drop(index, id)
-  redis.call('DEL', prefix .. 's:' .. id, prefix .. 'e:' .. id,
-             prefix .. 'r:' .. id, prefix .. 'a:' .. id)
-  redis.call('ZREM', index, id)
-  freed = freed + 1
-end
--- Pending past expires_at, finished past their replay: scores are those deadlines.
-for _, index in ipairs({KEYS[1], KEYS[2]}) do
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', ARGV[1])) do
-    drop(index, id)
-  end
-end
--- Running sessions whose generation died: their hash expired by TTL.
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '+inf', '+inf')) do
-  if redis.call('EXISTS', prefix .. 's:' .. id) == 0 then drop(KEYS[1], id) end
-end
-return freed
-"""
-)
-
-
-def _ms(seconds: float) -> int:
-    """Whole milliseconds for PEXPIRE/PX, at least 1 (0 would be an error)."""
-    return max(1, math.ceil(seconds * 1000))
-
-
-def _gone(fields: t.Sequence[str | None], now: float, replay_ttl: float) -> bool:
-    """The Lua ``gone`` rule, for reads done without a script.
-
-    :param fields: ``expires_at``, ``claimed``, ``finished_at`` from the hash.
-    """
-    expires_at, claimed, finished_at = fields[:3]
-    if expires_at is None:
-        return True
-    if finished_at is not None:
-        return now >= float(finished_at) + replay_ttl
-    return claimed is None and now >= float(expires_at)
-
-
-def _streams_of(response: t.Any) -> list[tuple[str, list[t.Any]]]:
-    """The ``(key, entries)`` of an ``XREAD`` reply on any number of streams
-    (RESP2 ``[[key, entries], …]`` or RESP3 ``{key: [entries]}``).
-    """
-    if not response:
-        return []
-    if isinstance(response, dict):
-        return [
-            (key, list(value[0]) if value and isinstance(value[0], list) else list(value))
-            for key, value in response.items()
-        ]
-    return [(key, list(entries)) for key, entries in response]
-
-
-def _stream_entries(response: t.Any) -> list[t.Any]:
-    """The ``(id, fields)`` entries of an ``XREAD`` reply on one stream.
-
-    RESP2 replies ``[[key, entries]]`` and RESP3 ``{key: [entries]}``; a
-    ``?protocol=3`` in the URL must not break reading.
-    """
-    if not response:
-        return []
-    if isinstance(response, dict):
-        (value,) = response.values()
-        if value and isinstance(value[0], list):
-            return list(value[0])
-        return list(value)
-    return list(response[0][1])
 
 
 class RedisStore:
@@ -585,17 +269,17 @@ class RedisStore:
         self._blocking_pool = redis.ConnectionPool.from_url(url, max_connections=2, **options)
         self._redis = redis.Redis(connection_pool=self._pool)
         self._blocking_redis = redis.Redis(connection_pool=self._blocking_pool)
-        self._tail = _Tail(self._blocking_redis)
+        self._tail = Tail(self._blocking_redis)
         # Script objects run EVALSHA and reload the script after NOSCRIPT, so a
         # restarted (emptied) Redis needs nothing from us.
         register = self._redis.register_script
-        self._create = register(_LUA_CREATE)
-        self._claim = register(_LUA_CLAIM)
-        self._append = register(_LUA_APPEND)
-        self._cancel = register(_LUA_CANCEL)
-        self._attach = register(_LUA_ATTACH)
-        self._tick = register(_LUA_TICK)
-        self._sweep = register(_LUA_SWEEP)
+        self._create = register(scripts.CREATE)
+        self._claim = register(scripts.CLAIM)
+        self._append = register(scripts.APPEND)
+        self._cancel = register(scripts.CANCEL)
+        self._attach = register(scripts.ATTACH)
+        self._tick = register(scripts.TICK)
+        self._sweep = register(scripts.SWEEP)
         self._live_key = f"{key_prefix}live"
         self._done_key = f"{key_prefix}done"
         self._local = _LocalLogs(linger=min(10.0, self.replay_ttl), clock=clock)
@@ -642,9 +326,9 @@ class RedisStore:
         if session.cancelled:
             fields["cancelled"] = "1"
         if session.claimed:  # stored as running: no deadline but the running TTL
-            ttl_ms, score = _ms(self.running_ttl), "+inf"
+            ttl_ms, score = scripts.ms(self.running_ttl), "+inf"
         else:
-            ttl_ms, score = _ms(session.expires_at - now), repr(session.expires_at)
+            ttl_ms, score = scripts.ms(session.expires_at - now), repr(session.expires_at)
         pairs = [item for pair in fields.items() for item in pair]
         client_key = _text(f"{self.key_prefix}c:{session.client}") if session.client else ""
         reply = self._create(
@@ -669,7 +353,7 @@ class RedisStore:
         if not h:
             return None
         fields = (h.get("expires_at"), h.get("claimed"), h.get("finished_at"))
-        if _gone(fields, self.clock(), self.replay_ttl):
+        if scripts.gone(fields, self.clock(), self.replay_ttl):
             return None
         terminal_id = h.get("terminal_id")
         return SessionInfo(
@@ -699,8 +383,8 @@ class RedisStore:
             args=self._args(
                 self.clock(),
                 session_id,
-                _ms(self.running_ttl),
-                _ms(self.liveness_ttl),
+                scripts.ms(self.running_ttl),
+                scripts.ms(self.liveness_ttl),
                 self.key_prefix,
             ),
         )
@@ -732,13 +416,13 @@ class RedisStore:
         if events and not ids:  # ended by someone else: stop mirroring it
             self._local.record(session_id, None)
         for new_id, (name, data) in zip(ids, events, strict=False):
-            self._local.record(session_id, Event(new_id, name, data))
+            self._local.record(session_id, (new_id, name, data))
         return ids
 
     @_wrap_errors
     def _append_to_redis(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
         args = self._args(
-            self.clock(), session_id, self.max_events, _ms(self.replay_ttl), self.key_prefix
+            self.clock(), session_id, self.max_events, scripts.ms(self.replay_ttl), self.key_prefix
         )
         for name, data in events:
             args += [_text(name), _text(data), "1" if name in TERMINAL_EVENTS else "0"]
@@ -769,7 +453,7 @@ class RedisStore:
         pipe.hmget(hash_key, ["expires_at", "claimed", "finished_at"])
         pipe.xread({stream_key: since}, count=self.read_batch)
         fields, response = pipe.execute()
-        if _gone(fields, self.clock(), self.replay_ttl):
+        if scripts.gone(fields, self.clock(), self.replay_ttl):
             return []
         events = self._events(response)
         if events or timeout <= 0:
@@ -785,7 +469,7 @@ class RedisStore:
     def _events(response: t.Any) -> list[Event]:
         return [
             Event(id=int(entry_id.partition("-")[2]), name=fields["n"], data=fields["d"])
-            for entry_id, fields in _stream_entries(response)
+            for entry_id, fields in stream_entries(response)
         ]
 
     @_wrap_errors
@@ -811,7 +495,7 @@ class RedisStore:
         self._attach(
             keys=[hash_key, readers_key],
             args=self._args(
-                self.clock(), reader_id, repr(self.presence_ttl), _ms(self.presence_ttl)
+                self.clock(), reader_id, repr(self.presence_ttl), scripts.ms(self.presence_ttl)
             ),
         )
 
@@ -834,7 +518,10 @@ class RedisStore:
         reply = self._tick(
             keys=[*self._keys(session_id), self._live_key],
             args=self._args(
-                self.clock(), _ms(self.running_ttl), _ms(self.liveness_ttl), self.key_prefix
+                self.clock(),
+                scripts.ms(self.running_ttl),
+                scripts.ms(self.liveness_ttl),
+                self.key_prefix,
             ),
         )
         cancelled, readers = reply

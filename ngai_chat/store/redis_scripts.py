@@ -1,0 +1,225 @@
+"""The Redis store's Lua scripts: every check-then-write is one script, so it is
+atomic across processes (exactly one claim wins, exactly one terminal event).
+
+``KEYS`` and ``ARGV`` are documented above each script; ``ARGV[1]`` is always
+the caller's ``clock()`` and ``ARGV[2]`` the replay TTL in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import typing as t
+
+__all__ = [
+    "APPEND",
+    "ATTACH",
+    "CANCEL",
+    "CLAIM",
+    "CREATE",
+    "SWEEP",
+    "TICK",
+    "gone",
+    "ms",
+]
+
+
+# Shared head of every script. ``gone`` is MemoryStore._expired: a finished
+# session is gone at finished_at + replay_ttl, a pending one at expires_at, a
+# running one only when its keys expire (its generation stopped ticking).
+# ARGV[1] is always the caller's clock() and ARGV[2] the replay TTL in seconds.
+_HEAD = """
+local now = tonumber(ARGV[1])
+local replay = tonumber(ARGV[2])
+local function gone(f)
+  if not f[1] then return true end
+  if f[3] then return now >= tonumber(f[3]) + replay end
+  return (not f[2]) and now >= tonumber(f[1])
+end
+local function extend(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
+"""
+
+# KEYS: hash stream readers alive live client ("" when the session has no client)
+# ARGV: now replay id ttl_ms live_score client_limit prefix field value [field value ...]
+CREATE = (
+    _HEAD
+    + """
+local client = KEYS[6]
+local limit = tonumber(ARGV[6])
+if client ~= '' and limit > 0 then
+  -- The client's share, exact: pending ones past their deadline are gone, and
+  -- so are running ones whose hash expired (their generation died).
+  redis.call('ZREMRANGEBYSCORE', client, '-inf', ARGV[1])
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', client, '+inf', '+inf')) do
+    if redis.call('EXISTS', ARGV[7] .. 's:' .. id) == 0 then redis.call('ZREM', client, id) end
+  end
+  local held = redis.call('ZCARD', client)
+  if held >= limit then
+    local first = redis.call('ZRANGE', client, 0, 0, 'WITHSCORES')
+    return {held, first[2]}
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[5], ARGV[5], ARGV[3])
+extend(KEYS[5], tonumber(ARGV[4]))
+if client ~= '' then
+  redis.call('ZADD', client, ARGV[5], ARGV[3])
+  extend(client, tonumber(ARGV[4]))
+end
+return 1
+"""
+)
+
+# KEYS: hash stream alive live
+# ARGV: now replay id running_ms liveness_ms prefix
+CLAIM = (
+    _HEAD
+    + """
+local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'client')
+-- claimed, or already ended before any generation: nothing to run
+if gone(f) or f[2] or f[3] then return 0 end
+redis.call('HSET', KEYS[1], 'claimed', '1')
+local running = tonumber(ARGV[4])
+redis.call('PEXPIRE', KEYS[1], running)
+redis.call('PEXPIRE', KEYS[2], running)
+-- Alive from the claim on, so a reader elsewhere does not take the gap before
+-- the generation's first tick for a dead generation.
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
+redis.call('ZADD', KEYS[4], '+inf', ARGV[3])
+extend(KEYS[4], running)
+if f[4] then
+  local client = ARGV[6] .. 'c:' .. f[4]
+  redis.call('ZADD', client, '+inf', ARGV[3])
+  extend(client, running)
+end
+return 1
+"""
+)
+
+# KEYS: hash stream readers alive live done
+# ARGV: now replay id maxlen replay_ms prefix, then name data terminal for each event
+APPEND = (
+    _HEAD
+    + """
+local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'client')
+local ids = {}
+if gone(f) or f[3] then return ids end
+for i = 7, #ARGV, 3 do
+  local n = redis.call('HINCRBY', KEYS[1], 'last', 1)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-' .. n, 'n', ARGV[i], 'd', ARGV[i + 1])
+  ids[#ids + 1] = n
+  if ARGV[i + 2] == '1' then
+    redis.call('HSET', KEYS[1], 'terminal_id', n, 'finished_at', ARGV[1])
+    for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
+    redis.call('ZREM', KEYS[5], ARGV[3])
+    if f[4] then redis.call('ZREM', ARGV[6] .. 'c:' .. f[4], ARGV[3]) end
+    redis.call('ZADD', KEYS[6], now + replay, ARGV[3])
+    extend(KEYS[6], tonumber(ARGV[5]))
+    return ids
+  elseif n == 1 then
+    -- XADD just created the stream: give it the session's TTL.
+    local ttl = redis.call('PTTL', KEYS[1])
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  end
+end
+return ids
+"""
+)
+
+# KEYS: hash
+# ARGV: now replay
+CANCEL = (
+    _HEAD
+    + """
+local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at')
+if gone(f) then return 0 end
+redis.call('HSET', KEYS[1], 'cancelled', '1')
+return 1
+"""
+)
+
+# KEYS: hash readers
+# ARGV: now replay reader presence_s presence_ms
+ATTACH = (
+    _HEAD
+    + """
+local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at')
+if gone(f) then return 0 end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
+-- Never outlive the session itself.
+local ms = tonumber(ARGV[5])
+local left = redis.call('PTTL', KEYS[1])
+if left > 0 and left < ms then ms = left end
+redis.call('PEXPIRE', KEYS[2], ms)
+return 1
+"""
+)
+
+# KEYS: hash stream readers alive live
+# ARGV: now replay running_ms liveness_ms prefix
+TICK = (
+    _HEAD
+    + """
+local f = redis.call(
+  'HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'cancelled', 'client')
+if gone(f) then return {1, 0} end
+if f[2] and not f[3] then
+  local running = tonumber(ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], running)
+  redis.call('PEXPIRE', KEYS[2], running)
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
+  extend(KEYS[5], running)
+  if f[5] then extend(ARGV[5] .. 'c:' .. f[5], running) end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+return {f[4] and 1 or 0, redis.call('ZCARD', KEYS[3])}
+"""
+)
+
+# KEYS: live done
+# ARGV: now replay prefix
+SWEEP = (
+    _HEAD
+    + """
+local prefix = ARGV[3]
+local freed = 0
+local function drop(index, id)
+  redis.call('DEL', prefix .. 's:' .. id, prefix .. 'e:' .. id,
+             prefix .. 'r:' .. id, prefix .. 'a:' .. id)
+  redis.call('ZREM', index, id)
+  freed = freed + 1
+end
+-- Pending past expires_at, finished past their replay: scores are those deadlines.
+for _, index in ipairs({KEYS[1], KEYS[2]}) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', ARGV[1])) do
+    drop(index, id)
+  end
+end
+-- Running sessions whose generation died: their hash expired by TTL.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '+inf', '+inf')) do
+  if redis.call('EXISTS', prefix .. 's:' .. id) == 0 then drop(KEYS[1], id) end
+end
+return freed
+"""
+)
+
+
+def ms(seconds: float) -> int:
+    """Whole milliseconds for PEXPIRE/PX, at least 1 (0 would be an error)."""
+    return max(1, math.ceil(seconds * 1000))
+
+
+def gone(fields: t.Sequence[str | None], now: float, replay_ttl: float) -> bool:
+    """The Lua ``gone`` rule, for reads done without a script.
+
+    :param fields: ``expires_at``, ``claimed``, ``finished_at`` from the hash.
+    """
+    expires_at, claimed, finished_at = fields[:3]
+    if expires_at is None:
+        return True
+    if finished_at is not None:
+        return now >= float(finished_at) + replay_ttl
+    return claimed is None and now >= float(expires_at)
