@@ -232,7 +232,6 @@ def prepare() -> flask.Response:
         id=str(uuid.uuid4()),
         request=body,
         referer=referer,
-        created_at=now,
         expires_at=now + settings.session_ttl,
         client=client,
     )

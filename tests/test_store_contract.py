@@ -60,7 +60,6 @@ def new_session(clock: FakeClock, **changes: t.Any) -> SessionInfo:
             "seed": None,
         },
         "referer": "https://example.test/chat",
-        "created_at": clock(),
         "expires_at": clock() + SESSION_TTL,
     }
     fields.update(changes)
@@ -815,7 +814,7 @@ class TestRedisStore:
             store = store_from_url(url, replay_ttl=60, key_prefix=prefix, client_name=name,
                                    max_connections=4)
             now = time.time()
-            store.create(SessionInfo("s1", {"m": 1}, None, now, now + 60))
+            store.create(SessionInfo("s1", {"m": 1}, None, now + 60))
             assert store.claim("s1")
             readers = [gevent.spawn(store.read, "s1", 0, 10) for _ in range(50)]
             ticks = [gevent.spawn(store.tick, "s1") for _ in range(50)]

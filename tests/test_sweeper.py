@@ -15,7 +15,7 @@ from tests.support.helpers import wait_until
 
 
 def pending(store: MemoryStore, clock: Clock, session_id: str, ttl: float) -> None:
-    store.create(SessionInfo(session_id, {"messages": []}, None, clock.now, clock.now + ttl))
+    store.create(SessionInfo(session_id, {"messages": []}, None, clock.now + ttl))
 
 
 def wait_for(predicate: t.Callable[[], t.Any], timeout: float) -> None:

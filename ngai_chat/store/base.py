@@ -101,8 +101,6 @@ class SessionInfo:
     request: dict[str, t.Any]
     #: value for the upstream ``HTTP-Referer`` header, if any
     referer: str | None
-    #: wall-clock seconds (``time.time()``) when created
-    created_at: float
     #: wall-clock deadline for the first ``GET /stream``
     expires_at: float
     #: a generation has been claimed (it may have finished since)

@@ -4,7 +4,7 @@ With :mod:`~ngai_chat.store.redis_tail`, the only modules of the package that
 import :mod:`redis`. Keys, all under
 ``key_prefix`` and all with a TTL, so Redis never fills with dead sessions::
 
-    <prefix>s:<id>   hash    request, referer, created_at, expires_at, claimed,
+    <prefix>s:<id>   hash    request, referer, client, expires_at, claimed,
                              cancelled, last (event counter), terminal_id, finished_at
     <prefix>e:<id>   stream  the event log; entry ``0-N`` is event N (fields n, d)
     <prefix>r:<id>   zset    attached readers, scored by when their presence lapses
@@ -314,7 +314,6 @@ class RedisStore:
             "request": _text(
                 json.dumps(session.request, ensure_ascii=False, separators=(",", ":"))
             ),
-            "created_at": repr(session.created_at),
             "expires_at": repr(session.expires_at),
         }
         if session.referer is not None:
@@ -360,7 +359,6 @@ class RedisStore:
             id=session_id,
             request=json.loads(h["request"]),
             referer=h.get("referer"),
-            created_at=float(h["created_at"]),
             expires_at=float(h["expires_at"]),
             claimed="claimed" in h,
             terminal_id=None if terminal_id is None else int(terminal_id),
