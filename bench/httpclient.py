@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 import typing as t
 
@@ -19,6 +20,7 @@ from gevent import socket
 
 __all__ = [
     "LOOPBACK",
+    "STAMP",
     "ChunkedDecoder",
     "FrameCounter",
     "HttpError",
@@ -33,6 +35,9 @@ LOOPBACK = "127.0.0.1"
 READ_SIZE = 65536
 #: the longest response head accepted
 MAX_HEAD = 65536
+#: the send time the fake upstream wrote into a chunk's text (``bench/series.py``):
+#: its ``CLOCK_MONOTONIC`` in microseconds, the clock every process here shares
+STAMP = re.compile(rb"ts=(\d+);")
 
 
 class HttpError(Exception):
@@ -105,9 +110,14 @@ class FrameCounter:
 
     Works for the relay's frames (``id``/``event``/``data``) and the upstream's
     (``data`` only); comments and ``retry:`` frames are not counted.
+
+    :param latencies: when given, each frame with a send time stamped by the fake
+        (:data:`STAMP`) adds its latency in microseconds: the time :meth:`feed`
+        was called (the bytes had just been read) minus the stamp.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, latencies: list[int] | None = None) -> None:
+        self._latencies = latencies
         self._tail = b""
         #: frames with a ``data:`` line, the terminal one included
         self.events = 0
@@ -118,6 +128,7 @@ class FrameCounter:
 
     def feed(self, data: bytes) -> int:
         """Count the frames completed by ``data``; returns how many carried data."""
+        arrived = time.monotonic_ns() // 1000 if self._latencies is not None else 0
         frames = (self._tail + data).split(b"\n\n")
         self._tail = frames.pop()
         before = self.events
@@ -125,6 +136,8 @@ class FrameCounter:
             if b"data:" not in frame:
                 continue
             self.events += 1
+            if self._latencies is not None and (stamp := STAMP.search(frame)) is not None:
+                self._latencies.append(arrived - int(stamp[1]))
             if b"event: error" in frame:
                 self.error = frame.partition(b"data: ")[2].decode("utf-8", "replace")
                 self.finished = True

@@ -10,6 +10,7 @@ import dataclasses
 import typing as t
 
 __all__ = [
+    "MESSAGES",
     "FanoutJob",
     "IdleJob",
     "Job",
@@ -17,8 +18,13 @@ __all__ = [
     "Record",
     "SessionsJob",
     "Target",
+    "WaveJob",
     "job_from_json",
 ]
+
+
+#: the conversation every benchmark session sends
+MESSAGES = [{"role": "user", "content": "benchmark"}]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,9 +34,11 @@ class Target:
     ``relay``: ``POST {prefix}/prepare``, then ``GET`` its ``streamUrl`` on the app.
     ``direct``: ``POST {path}`` with ``stream: true`` straight to the fake upstream,
     the baseline without the relay.
+    ``get``: ``GET {path}?model=<model>``, one request through a pass-through proxy
+    that turns it into the upstream's ``POST`` (nginx, :mod:`bench.baselines`).
     """
 
-    kind: t.Literal["relay", "direct"]
+    kind: t.Literal["relay", "direct", "get"]
     port: int
     path: str = ""
 
@@ -97,7 +105,27 @@ class PrepareJob:
     kind: t.Literal["prepare"] = "prepare"
 
 
-Job = SessionsJob | FanoutJob | IdleJob | PrepareJob
+@dataclasses.dataclass(frozen=True)
+class WaveJob:
+    """``sessions`` sessions, ``concurrency`` at a time: each client starts its next
+    session when one ends (``concurrency`` 1: one after another). The first
+    ``concurrency`` starts are spread evenly over ``ramp`` seconds, so that a
+    thousand connections do not arrive in the same millisecond.
+
+    Every chunk that carries the fake's send time (:data:`bench.httpclient.STAMP`)
+    adds its latency: arrival at the client minus that time.
+    """
+
+    target: Target
+    model: str
+    sessions: int
+    concurrency: int
+    ramp: float
+    session_timeout: float
+    kind: t.Literal["wave"] = "wave"
+
+
+Job = SessionsJob | FanoutJob | IdleJob | PrepareJob | WaveJob
 
 
 @dataclasses.dataclass
@@ -120,6 +148,9 @@ class Record:
     total: float | None = None
     #: data frames received, the terminal one included
     events: int = 0
+    #: the first data frame, counted from the session's first request (its
+    #: ``POST /prepare`` on a two-step relay): what a user waits
+    first_chunk: float | None = None
     error: str | None = None
 
 
@@ -134,6 +165,8 @@ def job_from_json(data: dict[str, t.Any]) -> Job:
         return FanoutJob(**fields)
     if kind == "prepare":
         return PrepareJob(**fields)
+    if kind == "wave":
+        return WaveJob(**fields)
     if kind == "idle":
         fields["steps"] = tuple((kind, int(count)) for kind, count in fields["steps"])
         return IdleJob(**fields)

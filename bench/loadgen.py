@@ -29,6 +29,7 @@ from .httpclient import Response
 from .httpclient import connect
 from .httpclient import fetch_json
 from .httpclient import open_response
+from .jobs import MESSAGES
 from .jobs import FanoutJob
 from .jobs import IdleJob
 from .jobs import Job
@@ -36,11 +37,11 @@ from .jobs import PrepareJob
 from .jobs import Record
 from .jobs import SessionsJob
 from .jobs import Target
+from .jobs import WaveJob
 from .jobs import job_from_json
 
 __all__ = ["main"]
 
-MESSAGES = [{"role": "user", "content": "benchmark"}]
 #: the start of a request head that never ends: the server waits for the rest
 HALF_REQUEST = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
@@ -65,6 +66,8 @@ def _open_stream(
     if target.kind == "relay":
         assert stream_path is not None
         return open_response(target.port, "GET", stream_path, timeout=timeout)
+    if target.kind == "get":
+        return open_response(target.port, "GET", f"{target.path}?model={model}", timeout=timeout)
     body = json.dumps({"model": model, "messages": MESSAGES, "stream": True}).encode()
     return open_response(target.port, "POST", target.path, body, timeout=timeout)
 
@@ -75,18 +78,32 @@ class Tally:
     events = 0
 
 
-def _read_stream(response: Response, started: float, record: Record, tally: Tally) -> None:
-    """Count the stream's events into ``record`` until its terminal frame."""
+def _read_stream(
+    response: Response,
+    started: float,
+    record: Record,
+    tally: Tally,
+    begun: float,
+    latencies: list[int] | None,
+) -> None:
+    """Count the stream's events into ``record`` until its terminal frame.
+
+    :param started: when the stream request was sent; ``begun``: when the session
+        began (before its ``POST /prepare``).
+    :param latencies: where the stamped chunks' latencies go, if anywhere.
+    """
     if response.status != 200:
         raise HttpError(f"the stream answered {response.status}")
     record.ttfb = response.first_byte_at - started
-    frames = FrameCounter()
+    frames = FrameCounter(latencies)
     for piece in response.body_pieces():
         new = frames.feed(piece)
         if new:
             tally.events += new
             if record.ttfc is None:
-                record.ttfc = time.perf_counter() - started
+                now = time.perf_counter()
+                record.ttfc = now - started
+                record.first_chunk = now - begun
         if frames.finished:
             break
     record.events = frames.events
@@ -104,20 +121,21 @@ def _stream_session(
     origin: float,
     tally: Tally,
     stream_path: str | None = None,
+    latencies: list[int] | None = None,
 ) -> Record:
     """One whole session (prepare unless ``stream_path`` is given, then stream),
     bounded by ``timeout``; failures are recorded, never raised."""
-    record = Record(started=time.perf_counter() - origin)
+    begun = time.perf_counter()
+    record = Record(started=begun - origin)
     try:
         with gevent.Timeout(timeout, HttpError(f"no terminal event within {timeout} s")):
             if target.kind == "relay" and stream_path is None:
-                begun = time.perf_counter()
                 stream_path = _prepare(target, model, timeout)
                 record.prepare = time.perf_counter() - begun
             started = time.perf_counter()
             response = _open_stream(target, model, stream_path, timeout)
             try:
-                _read_stream(response, started, record, tally)
+                _read_stream(response, started, record, tally, begun, latencies)
             finally:
                 response.close()
     except (HttpError, OSError, ValueError) as exc:
@@ -193,6 +211,33 @@ def run_fanout(job: FanoutJob) -> dict[str, t.Any]:
         wall = time.perf_counter() - origin
         rounds.append({"wall": wall, "records": [reader.value for reader in readers]})
     return {"cpu": _cpu_seconds() - cpu, "rounds": rounds}
+
+
+def run_wave(job: WaveJob) -> dict[str, t.Any]:
+    """``sessions`` sessions, ``concurrency`` at a time, with every stamped chunk's
+    latency (microseconds, in arrival order)."""
+    origin = time.perf_counter()
+    records: list[Record | None] = []
+    latencies: list[int] = []
+    tally = Tally()
+
+    def client(index: int) -> None:
+        gevent.sleep(job.ramp * index / job.concurrency)
+        while len(records) < job.sessions:
+            slot = len(records)
+            records.append(None)  # claimed at once: no other client takes it
+            records[slot] = _stream_session(
+                job.target, job.model, job.session_timeout, origin, tally, latencies=latencies
+            )
+
+    cpu = _cpu_seconds()
+    gevent.joinall([gevent.spawn(client, index) for index in range(job.concurrency)])
+    return {
+        "wall": time.perf_counter() - origin,
+        "cpu": _cpu_seconds() - cpu,
+        "records": records,
+        "latencies_us": latencies,
+    }
 
 
 class _Idle:
@@ -312,6 +357,8 @@ def run(job: Job) -> dict[str, t.Any]:
         return run_fanout(job)
     if isinstance(job, PrepareJob):
         return run_prepare(job)
+    if isinstance(job, WaveJob):
+        return run_wave(job)
     return run_idle(job)
 
 

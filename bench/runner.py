@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import queue
 import shutil
 import subprocess
@@ -15,12 +16,26 @@ import threading
 import typing as t
 from pathlib import Path
 
+from .jobs import FanoutJob
 from .jobs import IdleJob
 from .jobs import Job
+from .jobs import PrepareJob
+from .jobs import SessionsJob
+from .jobs import WaveJob
 
-__all__ = ["LoadGen", "LoadGenError", "finish_profile", "py_spy", "record_profile", "run_job"]
+__all__ = [
+    "LoadGen",
+    "LoadGenError",
+    "finish_profile",
+    "job_timeout",
+    "py_spy",
+    "record_profile",
+    "run_job",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
+#: seconds a load-generator job may overrun its own bounds before it is killed
+JOB_SLACK = 30.0
 
 
 class LoadGenError(RuntimeError):
@@ -111,6 +126,20 @@ class LoadGen:
         self.close()
 
 
+def job_timeout(job: Job) -> float:
+    """Seconds after which a job that has not answered is killed."""
+    if isinstance(job, SessionsJob):
+        return job.duration + job.session_timeout + JOB_SLACK
+    if isinstance(job, FanoutJob):
+        return job.repeats * job.session_timeout + JOB_SLACK
+    if isinstance(job, PrepareJob):
+        return 4 * job.timeout + JOB_SLACK
+    if isinstance(job, WaveJob):
+        waves = math.ceil(job.sessions / job.concurrency)
+        return job.ramp + waves * job.session_timeout + JOB_SLACK
+    return job.step_timeout + JOB_SLACK
+
+
 def run_job(job: Job, timeout: float) -> dict[str, t.Any]:
     """Run a job that needs no steering and return its result."""
     with LoadGen(job) as gen:
@@ -124,7 +153,8 @@ def py_spy() -> str | None:
 
 
 def record_profile(pid: int, output: Path) -> subprocess.Popen[bytes]:
-    """Sample ``pid`` with py-spy until it exits, then write a speedscope profile.
+    """Sample ``pid`` with py-spy until it exits, then write a raw profile (collapsed
+    stacks, one line per stack with its sample count: ``flamegraph.pl`` reads it).
 
     :raises LoadGenError: py-spy is not installed.
     """
@@ -132,7 +162,7 @@ def record_profile(pid: int, output: Path) -> subprocess.Popen[bytes]:
     if executable is None:
         raise LoadGenError("py-spy is not installed: .venv/bin/pip install py-spy")
     output.parent.mkdir(parents=True, exist_ok=True)
-    command = [executable, "record", "--nonblocking", "--format", "speedscope"]
+    command = [executable, "record", "--nonblocking", "--format", "raw"]
     return subprocess.Popen(
         [*command, "-o", str(output), "-p", str(pid)],
         stdout=subprocess.DEVNULL,

@@ -1,5 +1,7 @@
-"""The five scenarios. Each measures the relay next to a baseline taken in the
-same run, and reports ratios (``bench/README.md`` says how to read them).
+"""The scenarios. Each measures the relay next to baselines taken in the same
+run, and reports ratios (``bench/README.md`` says how to read them): issue 7's
+S1-S4 against direct, nginx and Node/Express (:mod:`bench.series`), and six
+older ones against direct, one reader, the memory store or an empty store.
 
 Every scenario gets a :class:`Bench`: the profile (sizes and durations), the fake
 upstream (in this process, on its own threads) and a way to serve the app with
@@ -33,16 +35,21 @@ from tests.support.fake_upstream import text_chunks
 from tests.support.live import LiveApp
 
 from . import procinfo
+from .compare import Compare
 from .jobs import FanoutJob
 from .jobs import IdleJob
-from .jobs import Job
 from .jobs import PrepareJob
 from .jobs import SessionsJob
 from .jobs import Target
 from .runner import LoadGen
 from .runner import finish_profile
+from .runner import job_timeout
 from .runner import record_profile
 from .runner import run_job
+from .series import SERIES
+from .series import Wave
+from .series import register_stamped
+from .series import run_series
 from .stats import StreamStats
 from .stats import percentiles
 from .stats import summarize
@@ -52,6 +59,7 @@ __all__ = [
     "QUICK",
     "REDIS_URL",
     "SCENARIOS",
+    "TINY",
     "Bench",
     "Profile",
     "Row",
@@ -67,13 +75,15 @@ THINK_MODEL = "bench-think"
 #: a short answer, for latency
 SHORT_MODEL = "bench/20"
 REDIS_URL = "redis://127.0.0.1:6379/0"
-#: seconds a load-generator job may overrun its own bounds before it is killed
-JOB_SLACK = 30.0
 #: seconds for the worker's allocations to settle before its RSS is read
 SETTLE = 0.3
 #: share of a closed-loop round before its steady window starts
 WARMUP_SHARE = 0.2
-SCENARIOS = ("throughput", "latency", "idle", "store", "fanout", "prepare")
+SCENARIOS = (*SERIES, "throughput", "latency", "idle", "store", "fanout", "prepare")
+#: issue 7's targets for the idle streams and the Redis store
+IDLE_TARGET_KIB = 32.0
+IDLE_TARGET_STREAMS = 5000
+REDIS_TARGET = 1.5
 
 _T = t.TypeVar("_T")
 #: a log line that reports a failure, in text or JSON log format
@@ -82,9 +92,17 @@ _PROBLEM = re.compile(r'Traceback|\b(ERROR|CRITICAL)\b|"level": ?"(error|critica
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """How big and how long: :data:`FULL` (about two minutes) or :data:`QUICK`."""
+    """How big and how long: :data:`FULL` (a few minutes), :data:`QUICK` (tens of
+    seconds) or :data:`TINY` (seconds: that it runs, not what it measures)."""
 
     name: str
+    #: issue 7's scenarios (:mod:`bench.series`)
+    s1: Wave
+    s2: Wave
+    s3: Wave
+    s4: Wave
+    #: alternating rounds of S1-S4 (each relay runs each wave once per round)
+    series_rounds: int
     #: alternating rounds of every baseline/measurement pair
     rounds: int
     #: seconds a closed-loop round keeps starting sessions
@@ -100,6 +118,8 @@ class Profile:
     think: float
     #: idle streams held open, opened in two equal steps
     idle_streams: int
+    #: bare idle connections opened after them (the baseline)
+    idle_bare: int
     #: seconds the idle streams are held while the worker's CPU is measured
     idle_hold: float
     fanout_readers: int
@@ -115,6 +135,11 @@ class Profile:
 
 FULL = Profile(
     name="full",
+    s1=Wave(sessions=50, concurrency=50, chunks=200, gap=0.020, ramp=0.2),
+    s2=Wave(sessions=1000, concurrency=1000, chunks=100, gap=0.050, ramp=1.0),
+    s3=Wave(sessions=20, concurrency=20, chunks=2000, gap=0.0),
+    s4=Wave(sessions=200, concurrency=1, chunks=5, gap=0.0),
+    series_rounds=2,
     rounds=3,
     round_seconds=2.0,
     throughput_clients=(50, 200),
@@ -122,7 +147,8 @@ FULL = Profile(
     latency_clients=4,
     latency_seconds=1.0,
     think=0.3,
-    idle_streams=1000,
+    idle_streams=5000,
+    idle_bare=1000,
     idle_hold=3.0,
     fanout_readers=50,
     fanout_chunks=1000,
@@ -133,14 +159,41 @@ FULL = Profile(
 QUICK = dataclasses.replace(
     FULL,
     name="quick",
+    s1=Wave(sessions=20, concurrency=20, chunks=50, gap=0.020, ramp=0.1),
+    s2=Wave(sessions=200, concurrency=200, chunks=30, gap=0.050, ramp=0.2),
+    s3=Wave(sessions=10, concurrency=10, chunks=500, gap=0.0),
+    s4=Wave(sessions=50, concurrency=1, chunks=5, gap=0.0),
+    series_rounds=1,
     rounds=1,
     round_seconds=0.8,
     throughput_clients=(50,),
     latency_seconds=0.4,
     idle_streams=200,
+    idle_bare=100,
     idle_hold=1.0,
     prepare_fill=1000,
     prepare_probes=100,
+)
+TINY = dataclasses.replace(
+    QUICK,
+    name="tiny",
+    s1=Wave(sessions=3, concurrency=3, chunks=5, gap=0.010),
+    s2=Wave(sessions=10, concurrency=10, chunks=5, gap=0.020),
+    s3=Wave(sessions=3, concurrency=3, chunks=50, gap=0.0),
+    s4=Wave(sessions=5, concurrency=1, chunks=5, gap=0.0),
+    round_seconds=0.3,
+    throughput_clients=(5,),
+    chunks=20,
+    latency_clients=2,
+    latency_seconds=0.2,
+    idle_streams=10,
+    idle_bare=5,
+    idle_hold=0.2,
+    fanout_readers=3,
+    fanout_chunks=20,
+    store_clients=5,
+    prepare_fill=20,
+    prepare_probes=5,
 )
 
 
@@ -172,6 +225,10 @@ class Row:
 class ScenarioResult:
     name: str
     rows: list[Row] = dataclasses.field(default_factory=list)
+    #: issue 7's scenarios: one figure for every relay
+    compare: list[Compare] = dataclasses.field(default_factory=list)
+    #: the baselines left out of a comparison, and why
+    skipped_relays: dict[str, str] = dataclasses.field(default_factory=dict)
     details: dict[str, t.Any] = dataclasses.field(default_factory=dict)
     #: why the scenario did not run
     skipped: str | None = None
@@ -186,6 +243,7 @@ def register_scripts(fake: FakeUpstream, profile: Profile) -> None:
     fake.script(
         THINK_MODEL, [Pause(profile.think), *text_chunks(["w1 ", "w2 "], model=THINK_MODEL)]
     )
+    register_stamped(fake, (profile.s1, profile.s2, profile.s3, profile.s4))
 
 
 @dataclasses.dataclass
@@ -253,8 +311,13 @@ class Bench:
         return {
             "OPENROUTER_API_KEY": "bench-key",
             "OPENROUTER_BASE_URL": self.fake.base_url,
-            "NGAI_MAX_STREAMS": "5000",
+            # above the 5000 idle streams, and below gunicorn's connections (which
+            # also hold the bare connections of the idle scenario)
+            "NGAI_MAX_STREAMS": "8000",
+            "GUNICORN_WORKER_CONNECTIONS": "10000",
             "NGAI_MAX_SESSIONS": "1000000",
+            # every client of the benchmark is 127.0.0.1
+            "NGAI_MAX_SESSIONS_PER_CLIENT": "0",
             "GUNICORN_GRACEFUL_TIMEOUT": "2",
             **extra,
         }
@@ -272,7 +335,7 @@ class Bench:
             assert app.proc is not None
             served = Served(app, procinfo.worker_pid(app.proc.pid))
             if self.profile_dir is not None:
-                spy = record_profile(served.worker, self.profile_dir / f"{label}.speedscope.json")
+                spy = record_profile(served.worker, self.profile_dir / f"{label}.py-spy.txt")
             self.closed_loop(served.target, SHORT_MODEL, clients=10, seconds=0.5)
             yield served
         finally:
@@ -317,17 +380,6 @@ def log_problems(text: str) -> dict[str, t.Any]:
     lines = text.splitlines()
     problems = [line for line in lines if _PROBLEM.search(line)]
     return {"lines": len(lines), "problems": len(problems), "first": problems[:5]}
-
-
-def job_timeout(job: Job) -> float:
-    """Seconds after which a job that has not answered is killed."""
-    if isinstance(job, SessionsJob):
-        return job.duration + job.session_timeout + JOB_SLACK
-    if isinstance(job, FanoutJob):
-        return job.repeats * job.session_timeout + JOB_SLACK
-    if isinstance(job, PrepareJob):
-        return 4 * job.timeout + JOB_SLACK
-    return job.step_timeout + JOB_SLACK
 
 
 def alternate(rounds: int, runs: t.Mapping[str, t.Callable[[], _T]]) -> dict[str, list[_T]]:
@@ -497,7 +549,11 @@ def idle_memory(bench: Bench, served: Served, result: ScenarioResult) -> None:
     job = IdleJob(
         target=served.target,
         model=IDLE_MODEL,
-        steps=(("stream", half), ("stream", profile.idle_streams - half), ("bare", half)),
+        steps=(
+            ("stream", half),
+            ("stream", profile.idle_streams - half),
+            ("bare", profile.idle_bare),
+        ),
         concurrency=100,
         step_timeout=60.0,
         hold_timeout=60.0,
@@ -510,10 +566,15 @@ def idle_memory(bench: Bench, served: Served, result: ScenarioResult) -> None:
     marginal = (rss[2] - rss[1]) / opened[1] if opened[1] else math.nan
     per_bare = (rss[3] - rss[2]) / opened[2] if opened[2] else math.nan
     idle_cpu_s, idle_share = held["idle_cpu"]
+    if streams < IDLE_TARGET_STREAMS:
+        verdict = f"not checked, {streams} streams held"
+    else:
+        verdict = "met" if per_stream < IDLE_TARGET_KIB else "NOT met"
+    goal = f"target {IDLE_TARGET_STREAMS} streams at < {IDLE_TARGET_KIB:g} KiB each: {verdict}; "
     result.rows += [
         Row("idle streams", f"memory per idle stream, {streams} streams", "KiB", per_bare,
             per_stream, "bare connection / stream",
-            note=f"worker RSS {rss[0] / 1024:.0f} -> {rss[2] / 1024:.0f} MiB; "
+            note=f"{goal}worker RSS {rss[0] / 1024:.0f} -> {rss[2] / 1024:.0f} MiB; "
                  f"second half {marginal:.1f} KiB each",
             errors=held["loadgen"]["failed"]),
         Row("idle streams", f"worker CPU, {streams} idle streams", "% core", None,
@@ -558,6 +619,11 @@ def _delete_keys(prefix: str) -> int:
     return len(keys)
 
 
+def _verdict(memory: Run, redis: Run) -> str:
+    ratio = redis.cpu_per_event("worker") / memory.cpu_per_event("worker")
+    return "?" if math.isnan(ratio) else ("met" if ratio < REDIS_TARGET else "NOT met")
+
+
 def store_comparison(bench: Bench, memory_app: Served, result: ScenarioResult) -> None:
     """Scenario 4: the throughput scenario on the Redis store and on the memory one."""
     reason = redis_unavailable()
@@ -590,8 +656,9 @@ def store_comparison(bench: Bench, memory_app: Served, result: ScenarioResult) -
             note=f"median of {profile.rounds}; worker {redis.core_share('worker'):.0%} "
                  "of a core on redis",
             errors=memory.stats.errors + redis.stats.errors),
-        Row("store", "worker CPU per event", "us", memory.cpu_per_event("worker"),
-            redis.cpu_per_event("worker"), "memory / redis"),
+        Row("store", "worker CPU per chunk", "us", memory.cpu_per_event("worker"),
+            redis.cpu_per_event("worker"), "memory / redis",
+            note=f"target redis / memory < {REDIS_TARGET:g}: {_verdict(memory, redis)}"),
     ]  # fmt: skip
     result.details.update(
         {
@@ -716,6 +783,16 @@ def run_scenarios(bench: Bench, selected: t.AbstractSet[str]) -> list[ScenarioRe
     session creation get fresh apps of their own, so that they start from an empty
     store."""
     results: list[ScenarioResult] = []
+    try:
+        run_series(bench, selected, lambda name: _recorded(results, name))
+    except Exception as exc:  # a relay did not start (or stop)
+        done = {result.name for result in results}
+        failure = f"the relays failed: {type(exc).__name__}: {exc}"[:2000]
+        results += [
+            ScenarioResult(name, failed=failure)
+            for name in SERIES
+            if name in selected and name not in done
+        ]
     shared = [name for name in _ON_SHARED_APP if name in selected]
     if shared:
         try:

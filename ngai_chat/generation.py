@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 FINISH_GRACE = 2.0
 #: seconds a generation may relay chunks without letting other greenlets run: an
 #: upstream whose bytes are always ready would otherwise starve every other stream
-YIELD_EVERY = 0.002
+YIELD_EVERY = 0.0005
 
 Spawn = t.Callable[..., gevent.greenlet.Greenlet]
 

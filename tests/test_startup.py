@@ -31,14 +31,14 @@ LAUNCHER = [sys.executable, "-m", "ngai_chat"]
 def listening_addresses(port: int) -> set[str]:
     """The local addresses of the TCP sockets listening on ``port`` (from /proc)."""
     found = set()
-    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
-        if not Path(table).exists():
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
             continue
-        for line in Path(table).read_text().splitlines()[1:]:
+        for line in table.read_text().splitlines()[1:]:
             fields = line.split()
             address, hex_port = fields[1].rsplit(":", 1)
             if int(hex_port, 16) == port and fields[3] == "0A":  # LISTEN
-                found.add(address if len(address) == width else "?")
+                found.add(address)
     return found
 
 
