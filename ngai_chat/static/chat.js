@@ -245,13 +245,16 @@ class Answer {
       for (const citation of links) {
         const li = node("li");
         const href = safeUrl(citation.url);
-        const label = citation.title?.trim() || citation.url;
+        const label = (typeof citation.title === "string" && citation.title.trim()) || citation.url;
         if (href) {
           const a = node("a", "", label);
           a.href = href;
           a.rel = "noopener noreferrer nofollow";
           a.target = "_blank";
-          if (citation.content) a.title = citation.content;
+          if (typeof citation.content === "string" && citation.content) {
+            // the cited passage as a tooltip, cut to what a tooltip can show
+            a.title = citation.content.length > 300 ? `${citation.content.slice(0, 300)}…` : citation.content;
+          }
           li.append(a);
           const host = new URL(href).host;
           if (host && host !== label) li.append(" ", node("span", "host", host));

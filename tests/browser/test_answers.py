@@ -37,6 +37,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 THINKER = "test/thinker"
 HOSTILE = "test/hostile"
 COUNTER = "test/counter"
+PONDER = "test/ponder"
 
 REASONING = ["Let me ", "think ", "about ", "a **small** ", "example."]
 ANSWER = [
@@ -176,7 +177,7 @@ def fake() -> t.Iterator[fu.FakeUpstream]:
     with fu.FakeUpstream() as server:
         server.models["data"].extend(
             {"id": m, "name": m, "pricing": {"prompt": "0", "completion": "0"}}
-            for m in (THINKER, HOSTILE, COUNTER)
+            for m in (THINKER, HOSTILE, COUNTER, PONDER)
         )
         server.script(THINKER, lambda request: thinker_steps())
         server.script(HOSTILE, fu.text_chunks([HOSTILE_TEXT[:40], HOSTILE_TEXT[40:]]))
@@ -185,6 +186,10 @@ def fake() -> t.Iterator[fu.FakeUpstream]:
             COUNTER,
             lambda request: fu.text_chunks([f"Answer number {next(numbers)}", "."], interval=0.05),
         )
+        pondering = [fu.make_chunk("", model=PONDER)]
+        for n in range(200):
+            pondering += [fu.Pause(0.1), _reasoning_chunk(f"step {n}. ", "gen-fake-ponder")]
+        server.script(PONDER, pondering)
         yield server
 
 
@@ -488,3 +493,22 @@ def test_client_resolves_every_field_and_calls_on_reasoning_first(
     assert result["generationId"].startswith("gen-fake-")
     assert result["citations"] == [CITE_A, CITE_B]
     assert result["reasoningDetails"] == MERGED_DETAILS
+
+
+def test_escape_while_thinking_stops_and_keeps_the_reasoning(
+    driver: t.Any, app: LiveApp, fake: fu.FakeUpstream
+) -> None:
+    open_page(driver, app.url("/"), PONDER)
+    send(driver, "Think for a long time.")
+    wait(driver).until(lambda d: "step 2. " in (parts(d)["reasoning"] or ""))
+    request = fake.wait_for_request(PONDER)
+    driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+    fake.wait_closed(request, timeout=5)
+    reply = wait_finished(driver, 1)
+    assert reply["state"] == "cancelled" and "Stopped." in reply["notes"]
+    got = parts(driver)
+    assert got["reasoning"].startswith("step 0. step 1. ")
+    assert got["open"] is False and got["summary"].startswith("Thinking")
+    assert reply["text"] == ""
+    # Nothing was answered: only the question stays in the conversation.
+    assert saved(driver) == [{"role": "user", "content": "Think for a long time."}]
