@@ -21,9 +21,11 @@ import logging
 import typing as t
 
 import gevent
+import orjson
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
 from .. import errors
 from ..chunks import EventSplitter
@@ -51,6 +53,16 @@ _STATUS_ERRORS: dict[int, type[errors.UpstreamError]] = {
     422: errors.UpstreamBadRequest,
     429: errors.UpstreamRateLimited,
 }
+
+
+def _json_bytes(value: t.Any) -> bytes:
+    """The request body: orjson, or the standard library for what orjson refuses
+    (a lone surrogate from a client's ``"\\ud800"`` escape, a huge integer).
+    """
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value).encode()
 
 
 def error_for_status(status: int) -> type[errors.UpstreamError]:
@@ -233,6 +245,16 @@ class OpenRouterUpstream:
                 "Accept-Encoding": "identity",
             }
         )
+        # A completion goes straight to the adapter, its request built here once
+        # and for all: ``Session.request`` would merge settings, cookies and hooks
+        # (and keep the upstream's cookies) anew for every session.
+        self._adapter = adapter
+        self._chat_url = f"{self.base_url}/chat/completions"
+        self._chat_headers: dict[str, str] = {
+            **{name: str(value) for name, value in self.session.headers.items()},
+            "Accept": "text/event-stream",
+            "Content-Type": "application/json",
+        }
 
     def __repr__(self) -> str:
         return f"OpenRouterUpstream(base_url={self.base_url!r})"
@@ -248,17 +270,16 @@ class OpenRouterUpstream:
 
     def stream_chat(self, body: dict[str, t.Any], *, referer: str | None) -> _Stream:
         """Start one streamed completion (see :class:`~ngai_chat.upstream.Upstream`)."""
-        headers = {"Accept": "text/event-stream"}
+        request = requests.PreparedRequest()
+        request.method = "POST"
+        request.url = self._chat_url
+        request.headers = CaseInsensitiveDict(self._chat_headers)
         if referer:
-            headers["HTTP-Referer"] = referer
+            request.headers["HTTP-Referer"] = referer
+        request.body = _json_bytes({**body, "stream": True})
+        request.headers["Content-Length"] = str(len(request.body))
         try:
-            response = self.session.post(
-                f"{self.base_url}/chat/completions",
-                json={**body, "stream": True},
-                headers=headers,
-                stream=True,
-                timeout=self.timeout,
-            )
+            response = self._adapter.send(request, stream=True, timeout=self.timeout)
         except requests.RequestException as exc:
             raise self._translate(exc) from None
         content_type = response.headers.get("Content-Type", "")
