@@ -315,11 +315,9 @@ class Reader:
                 last_sent = now
                 if batch[0].id == 1:
                     self._sample_delay()
-                terminal = next((i for i, event in enumerate(batch) if event.terminal), None)
-                if terminal is not None:
-                    yield batch[: terminal + 1]
-                    return
                 yield batch
+                if batch[-1].terminal:  # a log ends with it: only the last can be
+                    return
                 self.after = batch[-1].id
                 continue
             if self._ended():
