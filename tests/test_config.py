@@ -160,3 +160,18 @@ def test_create_app_in_demo_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     app = create_app()
     body = app.test_client().get("/health").get_json()
     assert body["upstream"] == "demo" and body["store"] == "memory"
+
+
+def test_rate_limit_windows_are_parsed_by_limits() -> None:
+    settings = load_settings(
+        {}, environ={"OPENROUTER_API_KEY": "k", "NGAI_RATE_LIMIT": "20/minute; 500/day"}, dotenv={}
+    )
+    assert settings.rate_limit is not None
+    assert [(w.amount, w.get_expiry()) for w in settings.rate_limit] == [(20, 60), (500, 86400)]
+    assert load_settings({}, environ={"OPENROUTER_API_KEY": "k"}, dotenv={}).rate_limit is None
+    for bad in ("0/minute", "20/fortnight", "20/minute;", "-1/second"):
+        with pytest.raises(ConfigError) as info:
+            load_settings(
+                {}, environ={"OPENROUTER_API_KEY": "k", "NGAI_RATE_LIMIT": bad}, dotenv={}
+            )
+        assert "NGAI_RATE_LIMIT" in str(info.value) and "20/minute;500/day" in str(info.value)

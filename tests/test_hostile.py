@@ -494,3 +494,17 @@ def test_finished_sessions_free_the_client_and_running_ones_say_so(
             reader.close()
     # readers gone, abandon timeout 0: the generations end, and free the client
     wait_until(lambda: prepare(capped, headers=client).status_code == 200, 15, "a freed session")
+
+
+def test_the_allowlist_governs_online_variants(make_app: t.Any) -> None:
+    """``:online`` (web search) is a model id like any other for the allowlist."""
+    client = make_app(NGAI_MODEL_ALLOWLIST="*:free,openai/gpt-4o-mini").test_client()
+
+    def status(model: str, **extra: t.Any) -> int:
+        return int(client.post("/prepare", json={**HELLO, "model": model, **extra}).status_code)
+
+    assert status("openai/gpt-4o-mini") == 200
+    assert status("openai/gpt-4o-mini:online") == 403
+    assert status("openai/gpt-4o:online") == 403
+    assert status("openai/gpt-4o-mini", plugins=[{"id": "web"}], session_id="conv-7") == 200
+    assert status("a/b:free", models=["openai/gpt-4o:online"]) == 403
