@@ -343,14 +343,12 @@ class Reader:
         relay, store, session_id = self.relay, self.relay.store, self.session_id
         if session_id in relay.running:
             return False  # alive, here; its log has not reached the reader yet
-        if relay._shared and store.generation_alive(session_id):
-            return False  # alive elsewhere (one round trip when all is well)
         session = store.get(session_id)
         if session is None:
             raise errors.SessionNotFound()
         if session.terminal_id is not None:
             return self.after >= session.terminal_id
-        if session.claimed and not store.generation_alive(session_id):
+        if relay._shared and session.claimed and not store.generation_alive(session_id):
             log.warning("session %s: its generation stopped ticking", session_id)
             failure = errors.UpstreamInterrupted(
                 "The server generating this answer went away before finishing it. "

@@ -66,6 +66,9 @@ from .redis_tail import stream_entries
 
 __all__ = ["RedisStore"]
 
+#: bytes of events one read of a Redis Stream aims to return at most
+READ_BYTES = 65536
+
 _P = t.ParamSpec("_P")
 _R = t.TypeVar("_R")
 
@@ -246,6 +249,8 @@ class RedisStore:
         # event never pushes the first events out.
         self.max_events = max_events + 16
         self.read_batch = read_batch
+        #: by stream key: the mean size of its last events read (see _read_count)
+        self._event_sizes: dict[str, int] = {}
         options: dict[str, t.Any] = {
             "decode_responses": True,
             # Replies decode as they were encoded by _text: any Python str
@@ -446,22 +451,39 @@ class RedisStore:
         deadline = time.monotonic() + timeout
         hash_key, stream_key, _, _ = self._keys(session_id)
         since = f"0-{max(after, 0)}"
+        count = self._read_count(stream_key)
         # One round trip: is the session there, and has it events already?
         pipe = self._redis.pipeline(transaction=False)
         pipe.hmget(hash_key, ["expires_at", "claimed", "finished_at"])
-        pipe.xread({stream_key: since}, count=self.read_batch)
+        pipe.xread({stream_key: since}, count=count)
         fields, response = pipe.execute()
         if scripts.gone(fields, self.clock(), self.replay_ttl):
             return []
         events = self._events(response)
-        if events or timeout <= 0:
-            return events
-        while self._tail.wait(stream_key, after, deadline - time.monotonic()):
-            response = self._redis.xread({stream_key: since}, count=self.read_batch)
-            events = self._events(response)
-            if events:
-                return events
-        return []
+        if not events and timeout > 0:
+            while self._tail.wait(stream_key, after, deadline - time.monotonic()):
+                events = self._events(self._redis.xread({stream_key: since}, count=count))
+                if events:
+                    break
+        if events:
+            self._learn_size(stream_key, events)
+        return events
+
+    def _read_count(self, stream_key: str) -> int:
+        """Events to ask of one ``XREAD``: about :data:`READ_BYTES` of them, by the
+        size of this stream's last events, so that a reader far behind a log of
+        large events holds a bounded amount, not its whole backlog.
+        """
+        size = self._event_sizes.get(stream_key)
+        if size is None:
+            return min(self.read_batch, 16)
+        return max(1, min(self.read_batch, READ_BYTES // size))
+
+    def _learn_size(self, stream_key: str, events: list[Event]) -> None:
+        if len(self._event_sizes) >= 10_000:
+            self._event_sizes.clear()  # bounded: forget every stream at once
+        size = sum(len(event.data) for event in events) // len(events)
+        self._event_sizes[stream_key] = max(1, size)
 
     @staticmethod
     def _events(response: t.Any) -> list[Event]:
