@@ -261,6 +261,10 @@ def test_every_scrape_sums_every_worker_even_a_killed_one(
         "REDIS_URL": redis_url,
         "NGAI_REDIS_KEY_PREFIX": redis_prefix,
         "NGAI_METRICS": "1",
+        # the held streams' generations must not keep the master past LiveApp's
+        # stop (it would be killed before on_exit removes its directory)
+        "NGAI_ABANDON_TIMEOUT": "0",
+        "GUNICORN_GRACEFUL_TIMEOUT": "3",
     }
     if own_dir:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(operator_dir)
