@@ -76,6 +76,12 @@ class EventSplitter:
 
         :raises EventTooLarge: an event grew past ``max_event_bytes``.
         """
+        buffer = self._buffer
+        if not buffer and not self._skip_lf and block.endswith(b"\n\n") and b"\r" not in block:
+            # the usual block: whole events, nothing held from the last one
+            if len(block) > self.max_event_bytes + 2:
+                self._check_sizes(block)
+            return self._events(block[:-2])
         if self._skip_lf:
             self._skip_lf = False
             if block.startswith(b"\n"):
@@ -83,7 +89,6 @@ class EventSplitter:
         if b"\r" in block:
             self._skip_lf = block.endswith(b"\r")
             block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buffer = self._buffer
         start = max(0, len(buffer) - 1)  # a blank line may straddle the blocks
         buffer += block
         end = buffer.rfind(b"\n\n", start)
@@ -104,6 +109,12 @@ class EventSplitter:
         """
         rest, self._buffer = bytes(self._buffer), bytearray()
         return self._events(rest) if rest.endswith(b"\n") else []
+
+    def _check_sizes(self, complete: bytes) -> None:
+        """Refuse a block holding an event over the limit before splitting it."""
+        for raw in complete.split(b"\n\n"):
+            if len(raw) > self.max_event_bytes:
+                self._too_large()
 
     def _events(self, complete: bytes) -> list[bytes]:
         found: list[bytes] = []
@@ -264,24 +275,26 @@ def parse_chunk(data: bytes, secret: str = "") -> Chunk | None:
     :raises UpstreamStreamError: the data is not UTF-8 text.
     """
     try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.UpstreamStreamError(
+            "The model provider sent bytes that are not UTF-8 text."
+        ) from None
+    try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
         try:
-            value = json.loads(data.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise errors.UpstreamStreamError(
-                "The model provider sent bytes that are not UTF-8 text."
-            ) from None
+            value = json.loads(text)
         except ValueError:
             return None  # not JSON: skipped, like any line a client cannot use
     if not isinstance(value, dict):
         return None
-    if secret and (b"\\" in data or secret.encode() in data):
+    if secret and ("\\" in text or secret in text):
         # The key may hide behind escapes: look for it in what the JSON says.
         value, changed = redact(value, secret)
         if changed:
             return Chunk(json_data(value), value)
-    return Chunk(data.decode("utf-8"), value)
+    return Chunk(text, value)
 
 
 def chunk_event_data(chunk: Chunk) -> str:

@@ -124,8 +124,13 @@ class MemoryStore:
         return True
 
     def append(self, session_id: str, name: str, data: str) -> int | None:
-        ids = self.append_many(session_id, [(name, data)])
-        return ids[0] if ids else None
+        # the generation's one call per chunk: no list made, one wake-up at most
+        entry = self._live(session_id)
+        if entry is None or entry.finished_at is not None:
+            return None
+        event_id = self._append(entry, name, data)
+        self._wake(entry)
+        return event_id
 
     def append_many(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
         entry = self._live(session_id)
@@ -135,17 +140,26 @@ class MemoryStore:
         for name, data in events:
             if entry.finished_at is not None:
                 break
-            event_id = entry.log.append(name, data)
-            ids.append(event_id)
-            if name in TERMINAL_EVENTS:
-                entry.finished_at = self.clock()
-                entry.info = dataclasses.replace(entry.info, terminal_id=event_id)
-                self._unfinished -= 1
-                self._forget_client(entry.info)
-        if ids and entry.waiting:
+            ids.append(self._append(entry, name, data))
+        if ids:
+            self._wake(entry)
+        return ids
+
+    def _append(self, entry: _Entry, name: str, data: str) -> int:
+        event_id = entry.log.append(name, data)
+        if name in TERMINAL_EVENTS:
+            entry.finished_at = self.clock()
+            entry.info = dataclasses.replace(entry.info, terminal_id=event_id)
+            self._unfinished -= 1
+            self._forget_client(entry.info)
+        return event_id
+
+    @staticmethod
+    def _wake(entry: _Entry) -> None:
+        """Wake the readers waiting on ``entry``, if any."""
+        if entry.waiting:
             changed, entry.changed, entry.waiting = entry.changed, gevent.event.Event(), 0
             changed.set()
-        return ids
 
     def read(self, session_id: str, after: int, timeout: float) -> list[Event]:
         entry = self._live(session_id)
