@@ -26,7 +26,6 @@ import contextlib
 import typing as t
 
 import gevent
-import gevent.baseserver
 from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -34,10 +33,7 @@ from .config import ConfigError
 from .config import Settings
 from .config import load_settings
 
-__all__ = ["MAX_ACCEPT", "ClientTimeoutWorker"]
-
-#: connections a worker accepts per wake-up of its listening socket
-MAX_ACCEPT = 1
+__all__ = ["ClientTimeoutWorker"]
 
 
 class ClientTimeoutWorker(GeventWorker):  # type: ignore[misc]
@@ -50,15 +46,6 @@ class ClientTimeoutWorker(GeventWorker):  # type: ignore[misc]
         # the master checked the settings already: on an error keep the default
         with contextlib.suppress(ConfigError):
             self.client_timeout = load_settings().client_timeout
-        # gevent's servers accept up to 100 connections per wake-up, and each
-        # new connection's greenlet runs its request before the hub looks at the
-        # sockets again: under a burst of new sessions every open stream stalls
-        # (bench S2, 1,000 streams: chunk latency p99 1.1-1.9 s with 100 or 8,
-        # 0.25-0.35 s with 1; the stalls also batched writes, so relay CPU per
-        # chunk went from 0.72x Node's to 1.0x). One at a time interleaves them,
-        # and workers sharing the listening socket share the connections too (as
-        # gevent's own docs advise for several processes).
-        gevent.baseserver.BaseServer.max_accept = MAX_ACCEPT
         super().init_process()
 
     def timeout_ctx(self) -> gevent.Timeout:
