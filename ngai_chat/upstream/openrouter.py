@@ -146,8 +146,12 @@ class _Stream:
     def _blocks(self) -> t.Iterator[bytes]:
         raw = self._response.raw
         if raw.chunked and raw.supports_chunked_reads():
-            yield from raw.read_chunked(READ_SIZE, decode_content=True)
-            return
+            # urllib3's own generator, iterated directly: one resume per block
+            return t.cast(t.Iterator[bytes], raw.read_chunked(READ_SIZE, decode_content=True))
+        return self._reads(raw)
+
+    @staticmethod
+    def _reads(raw: t.Any) -> t.Iterator[bytes]:
         while True:  # a body with a Content-Length, or ended by closing
             data = raw.read1(READ_SIZE)
             if not data:
