@@ -14,7 +14,6 @@ import threading
 import time
 import typing as t
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -22,6 +21,8 @@ import requests
 from tests.conftest import API_KEY
 from tests.support import fake_upstream as fu
 from tests.support.live import LiveApp
+from tests.support.live import connect
+from tests.support.live import vm_rss_kib
 from tests.support.live import wait_until
 from tests.support.sse_parse import StreamReader
 from tests.support.sse_parse import events
@@ -52,23 +53,6 @@ def health(live: LiveApp) -> dict[str, t.Any]:
     response = requests.get(live.url("/health"), timeout=5)
     assert response.status_code == 200
     return dict(response.json())
-
-
-def vm_rss_kib(pid: int) -> int:
-    """The resident memory of a process, from ``/proc/<pid>/status``."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
-def connect(live: LiveApp, rcvbuf: int | None = None) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf is not None:  # before connect, so that the window stays small
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", live.port))
-    return sock
 
 
 def closed_by_server(sock: socket.socket, within: float) -> bytes:

@@ -7,12 +7,10 @@ each test scripts its own model name on the shared fake upstream.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import typing as t
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -21,7 +19,8 @@ from tests.conftest import API_KEY
 from tests.support import fake_upstream as fu
 from tests.support.live import LiveApp
 from tests.support.live import free_port
-from tests.support.live import wait_until
+from tests.support.live import readers_that_never_read
+from tests.support.live import vm_rss_kib
 from tests.support.sse_parse import Frame
 from tests.support.sse_parse import StreamReader
 from tests.support.sse_parse import events
@@ -505,18 +504,11 @@ def test_key_json_escaped_by_upstream_never_reaches_client_or_log(
     assert API_KEY not in app.log_text() and _escaped(API_KEY) not in app.log_text()
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 def test_an_event_without_end_is_cut_off_and_stalls_nobody(
     app: LiveApp, fake: fu.FakeUpstream
 ) -> None:
     worker = app.worker_pids()[0]
-    before = _rss_kib(worker)
+    before = vm_rss_kib(worker)
     block = b"x" * 65536
     endless = [fu.Begin(), fu.Raw(b"data: "), *(fu.Raw(block) for _ in range(160)), fu.Hang()]
     model = scripted(fake, endless)  # 10 MB and counting, no line break
@@ -528,7 +520,7 @@ def test_an_event_without_end_is_cut_off_and_stalls_nobody(
         assert health.status_code == 200 and time.monotonic() - started < 1.0
     assert error.name == "error" and error.json["code"] == "upstream_error"
     assert "NGAI_MAX_EVENT_BYTES" in error.json["message"]
-    assert _rss_kib(worker) - before < 20_000  # the 1 MiB limit, not the 10 MB sent
+    assert vm_rss_kib(worker) - before < 20_000  # the 1 MiB limit, not the 10 MB sent
 
 
 def test_last_event_id_past_a_live_log_ends_with_the_log(
@@ -557,36 +549,10 @@ def test_readers_that_never_read_a_long_log_cost_a_bounded_amount(
     sid = prepare(app, model)
     assert texts(read_stream(app, sid)) == piece * 600  # the log is finished
     worker = app.worker_pids()[0]
-    before = _rss_kib(worker)
-    sockets = []
-    try:
-        for _ in range(100):
-            sock = socket.create_connection(("127.0.0.1", app.port), timeout=5)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.sendall(f"GET /stream/{sid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            sockets.append(sock)
-
-        def all_started() -> bool:
-            return all(_pending(sock) > 0 for sock in sockets)
-
-        wait_until(all_started, 20, "every stream's first bytes")
-        grown = _rss_kib(worker) - before
-        health = requests.get(app.url("/health"), timeout=5)
-        assert health.status_code == 200
-    finally:
-        for sock in sockets:
-            sock.close()
-    # before: every reader joined its whole backlog (+7 MiB each, 700 MB here)
+    before = vm_rss_kib(worker)
+    with readers_that_never_read(app, f"/stream/{sid}", 100):
+        grown = vm_rss_kib(worker) - before
+        assert requests.get(app.url("/health"), timeout=5).status_code == 200
     print(f"worker grew {grown} KiB for 100 readers")
+    # before: every reader joined its whole backlog (+7 MiB each, 700 MB here)
     assert grown < 100 * 512, f"{grown} KiB for 100 readers"
-
-
-def _pending(sock: socket.socket) -> int:
-    """Bytes waiting in ``sock``'s receive buffer."""
-    import array
-    import fcntl
-    import termios
-
-    buf = array.array("i", [0])
-    fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
-    return buf[0]

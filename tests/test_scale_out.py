@@ -7,15 +7,10 @@ that it can be stopped and restarted mid-stream.
 
 from __future__ import annotations
 
-import array
-import fcntl
-import socket
-import termios
 import threading
 import time
 import typing as t
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -23,7 +18,8 @@ import requests
 from tests.conftest import API_KEY
 from tests.support import fake_upstream as fu
 from tests.support.live import LiveApp
-from tests.support.live import wait_until
+from tests.support.live import readers_that_never_read
+from tests.support.live import vm_rss_kib
 from tests.support.redis_server import RedisServer
 from tests.support.sse_parse import Frame
 from tests.support.sse_parse import StreamReader
@@ -227,20 +223,6 @@ def test_redis_down_then_back(fake: fu.FakeUpstream) -> None:
             assert "Traceback" not in app.log_text()
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
-def _pending(sock: socket.socket) -> int:
-    """Bytes waiting in ``sock``'s receive buffer."""
-    buf = array.array("i", [0])
-    fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
-    return buf[0]
-
-
 def test_readers_that_never_read_cost_a_bounded_amount_on_redis(
     instances: list[LiveApp], fake: fu.FakeUpstream
 ) -> None:
@@ -253,20 +235,10 @@ def test_readers_that_never_read_cost_a_bounded_amount_on_redis(
     grown = {}
     for app in (generating, elsewhere):  # its local log, and the Redis Stream
         [worker] = app.worker_pids()
-        before = _rss_kib(worker)
-        sockets = []
-        try:
-            for _ in range(50):
-                sock = socket.create_connection(("127.0.0.1", app.port), timeout=5)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                sock.sendall(f"GET /stream/{sid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                sockets.append(sock)
-            wait_until(lambda s=sockets: all(_pending(x) > 0 for x in s), 20, "first bytes")
-            grown[app.port] = _rss_kib(worker) - before
+        before = vm_rss_kib(worker)
+        with readers_that_never_read(app, f"/stream/{sid}", 50):
+            grown[app.port] = vm_rss_kib(worker) - before
             assert requests.get(app.url("/health"), timeout=5).status_code == 200
-        finally:
-            for sock in sockets:
-                sock.close()
     print(f"worker growth for 50 never-reading readers, KiB by port: {grown}")
     # before: each reader joined its whole backlog (+6 MB each, 300 MB per instance)
     assert all(kib < 50 * 512 for kib in grown.values()), grown

@@ -7,12 +7,16 @@ and the test process itself stays unpatched.
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import termios
 import typing as t
 from pathlib import Path
 
@@ -23,7 +27,16 @@ from tests.support.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
-__all__ = ["ROOT", "LiveApp", "free_port", "wait_until"]
+__all__ = [
+    "ROOT",
+    "LiveApp",
+    "connect",
+    "free_port",
+    "pending_bytes",
+    "readers_that_never_read",
+    "vm_rss_kib",
+    "wait_until",
+]
 
 
 class LiveApp:
@@ -155,3 +168,48 @@ class LiveApp:
         self._log.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._log.name)
+
+
+def vm_rss_kib(pid: int) -> int:
+    """The resident memory of a process, from ``/proc/<pid>/status``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def connect(app: LiveApp, rcvbuf: int | None = None) -> socket.socket:
+    """A raw client socket to ``app``; a small ``rcvbuf`` makes a reader that
+    stops reading fill up at once.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:  # before connect, so that the window stays small
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", app.port))
+    return sock
+
+
+def pending_bytes(sock: socket.socket) -> int:
+    """Bytes waiting, unread, in ``sock``'s receive buffer."""
+    buf = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
+    return buf[0]
+
+
+@contextlib.contextmanager
+def readers_that_never_read(app: LiveApp, path: str, count: int) -> t.Iterator[None]:
+    """``count`` streams of ``path`` whose clients never read, held open until the
+    block ends; it starts once the server has written to every one of them.
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = connect(app, rcvbuf=4096)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sockets.append(sock)
+        wait_until(lambda: all(pending_bytes(s) > 0 for s in sockets), 20, "first bytes")
+        yield
+    finally:
+        for sock in sockets:
+            sock.close()
