@@ -97,7 +97,12 @@ class Compare:
             met = goal.met(self.values)
             figure = goal.figure(self.values)
             answer = "?" if met is None else ("met" if met else "NOT met")
-            shown = "" if figure is None else f" ({figure:.3g}{'x' if goal.against else ''})"
+            if figure is None:
+                shown = ""
+            elif goal.against:
+                shown = f" ({figure:.3g}x)"
+            else:
+                shown = f" ({figure:,.4g})"
             parts.append(f"{'stretch ' if goal.stretch else ''}{goal.text}: {answer}{shown}")
         return "; ".join(parts)
 
