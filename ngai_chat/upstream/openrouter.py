@@ -60,7 +60,10 @@ def _json_bytes(value: t.Any) -> bytes:
     (a lone surrogate from a client's ``"\\ud800"`` escape, a huge integer).
     """
     try:
-        return orjson.dumps(value)
+        # copied to its own size: the response keeps its request (and so this
+        # body) while the answer streams, and orjson's buffer is sized for growth
+        # (4 KiB for a short conversation)
+        return memoryview(orjson.dumps(value)).tobytes()
     except TypeError:
         return json.dumps(value).encode()
 
@@ -286,6 +289,7 @@ class OpenRouterUpstream:
             response = self._adapter.send(request, stream=True, timeout=self.timeout)
         except requests.RequestException as exc:
             raise self._translate(exc) from None
+
         content_type = response.headers.get("Content-Type", "")
         if response.status_code != 200 or "text/event-stream" not in content_type:
             try:
