@@ -79,8 +79,6 @@ class EventSplitter:
         buffer = self._buffer
         if not buffer and not self._skip_lf and block.endswith(b"\n\n") and b"\r" not in block:
             # the usual block: whole events, nothing held from the last one
-            if len(block) > self.max_event_bytes + 2:
-                self._check_sizes(block)
             return self._events(block[:-2])
         if self._skip_lf:
             self._skip_lf = False
@@ -110,13 +108,8 @@ class EventSplitter:
         rest, self._buffer = bytes(self._buffer), bytearray()
         return self._events(rest) if rest.endswith(b"\n") else []
 
-    def _check_sizes(self, complete: bytes) -> None:
-        """Refuse a block holding an event over the limit before splitting it."""
-        for raw in complete.split(b"\n\n"):
-            if len(raw) > self.max_event_bytes:
-                self._too_large()
-
     def _events(self, complete: bytes) -> list[bytes]:
+        """The data of the whole events in ``complete`` (without its last blank line)."""
         found: list[bytes] = []
         for raw in complete.split(b"\n\n"):
             if len(raw) > self.max_event_bytes:
