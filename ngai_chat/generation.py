@@ -116,7 +116,7 @@ class Generation:
         # A store shared between processes (Redis) costs a round trip per append:
         # chunks queue in an outbox that a writer greenlet appends in batches. The
         # memory store appends in place.
-        self._batched = store.kind != "memory"
+        self._batched = store.shared
         self._outbox: list[tuple[str, str]] = []
         self._writer: gevent.greenlet.Greenlet | None = None
         self._write_error: errors.StoreUnavailable | None = None

@@ -129,8 +129,6 @@ class Relay:
         self.running: dict[str, Generation] = {}
         #: readers open in this process, by session id
         self._readers: dict[str, int] = {}
-        #: whether other processes share the store: then generations tick
-        self._shared = store.kind != "memory"
         self._watcher: gevent.greenlet.Greenlet | None = None
         #: ``GET /stream`` responses open in this process
         self.open_streams = 0
@@ -187,7 +185,7 @@ class Relay:
         with contextlib.suppress(errors.StoreUnavailable):
             self.store.detach(session_id, reader.id)
         generation = self.running.get(session_id)
-        if left <= 0 and generation is not None and not self._shared:
+        if left <= 0 and generation is not None and not self.store.shared:
             generation.alone_since = self.clock()
             self.spawn(self._abandon_when_alone, generation)
 
@@ -221,7 +219,7 @@ class Relay:
         )
         generation.start()
         self.metrics.generation_started()
-        if self._shared and (self._watcher is None or self._watcher.dead):
+        if self.store.shared and (self._watcher is None or self._watcher.dead):
             self._watcher = self.spawn(self._watch)
         return True
 
@@ -308,7 +306,7 @@ class Reader:
                 timeout = min(poll, left)
             batch = store.read(session_id, self.after, timeout=timeout)
             now = relay.clock()
-            if relay._shared and now - last_attached >= relay.heartbeat / 2:
+            if store.shared and now - last_attached >= relay.heartbeat / 2:
                 store.attach(session_id, self.id)  # a shared store's presence lapses
                 last_attached = now
             if batch:
@@ -348,7 +346,7 @@ class Reader:
             raise errors.SessionNotFound()
         if session.terminal_id is not None:
             return self.after >= session.terminal_id
-        if relay._shared and session.claimed and not store.generation_alive(session_id):
+        if store.shared and session.claimed and not store.generation_alive(session_id):
             log.warning("session %s: its generation stopped ticking", session_id)
             failure = errors.UpstreamInterrupted(
                 "The server generating this answer went away before finishing it. "

@@ -346,6 +346,14 @@ def test_head_starts_nothing(live: LiveApp, fake: fu.FakeUpstream) -> None:
 # --- per client: rate limit and session cap, on memory and on Redis ---------------------
 
 
+def on_store(request: pytest.FixtureRequest, env: dict[str, str]) -> dict[str, str]:
+    """``env`` for the store the fixture is parametrized with (Redis: a fresh prefix)."""
+    if request.param == "redis":
+        env["REDIS_URL"] = request.getfixturevalue("redis_url")
+        env["NGAI_REDIS_KEY_PREFIX"] = f"ngai-test-{uuid.uuid4().hex}:"
+    return env
+
+
 @pytest.fixture(scope="module", params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def guarded(request: pytest.FixtureRequest) -> t.Iterator[LiveApp]:
     """Demo mode with tokens, a two-window rate limit, and a small session cap."""
@@ -355,10 +363,7 @@ def guarded(request: pytest.FixtureRequest) -> t.Iterator[LiveApp]:
         "NGAI_RATE_LIMIT": "3/2 seconds;5/minute",
         "NGAI_TRUSTED_PROXIES": "1",
     }
-    if request.param == "redis":
-        env["REDIS_URL"] = request.getfixturevalue("redis_url")
-        env["NGAI_REDIS_KEY_PREFIX"] = f"ngai-test-{uuid.uuid4().hex}:"
-    with LiveApp(env) as app:
+    with LiveApp(on_store(request, env)) as app:
         yield app
 
 
@@ -424,10 +429,7 @@ def capped(request: pytest.FixtureRequest, fake: fu.FakeUpstream) -> t.Iterator[
         # heartbeats are how a gone reader is noticed
         "NGAI_HEARTBEAT_INTERVAL": "0.5",
     }
-    if request.param == "redis":
-        env["REDIS_URL"] = request.getfixturevalue("redis_url")
-        env["NGAI_REDIS_KEY_PREFIX"] = f"ngai-test-{uuid.uuid4().hex}:"
-    with LiveApp(env) as app:
+    with LiveApp(on_store(request, env)) as app:
         yield app
 
 

@@ -144,6 +144,9 @@ class Store(t.Protocol):
 
     #: ``"memory"`` or ``"redis"``, as reported by ``/health``
     kind: str
+    #: other processes share it: appends cost a round trip, and readers,
+    #: cancels and generations elsewhere are seen only by polling
+    shared: bool
 
     def create(self, session: SessionInfo, client_limit: int = 0) -> ClientAtLimit | None:
         """Store a new pending session; it is gone after ``session.expires_at``.

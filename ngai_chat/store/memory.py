@@ -45,6 +45,7 @@ class MemoryStore:
     """
 
     kind = "memory"
+    shared = False
 
     def __init__(self, *, replay_ttl: float, clock: t.Callable[[], float] = time.time) -> None:
         self.replay_ttl = replay_ttl

@@ -219,6 +219,7 @@ class RedisStore:
     """
 
     kind = "redis"
+    shared = True
 
     def __init__(
         self,
