@@ -13,7 +13,7 @@ from ._version import __version__ as __version__
 from .app import create_app as create_app
 from .config import ConfigError as ConfigError
 from .config import Settings as Settings
+from .doors import chat_blueprint as chat_blueprint
 from .services import get_services as get_services
-from .views import chat_blueprint as chat_blueprint
 
 __all__ = ["ConfigError", "Settings", "__version__", "chat_blueprint", "create_app", "get_services"]

@@ -10,12 +10,12 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import load_settings
+from .doors import chat_blueprint
+from .doors import http_error_response
+from .doors import internal_error_response
 from .services import init_app
 from .store import Store
 from .upstream import Upstream
-from .views import chat_blueprint
-from .views import http_error_response
-from .views import internal_error_response
 
 __all__ = ["create_app"]
 

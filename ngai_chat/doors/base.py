@@ -1,0 +1,313 @@
+"""``chat_blueprint`` itself and what every front door shares: its set-up on
+registration, JSON errors (SPEC §4), reading a request body, and :func:`admit`, the
+guards a request passes before it starts an answer, on whichever door it came.
+
+Registering the blueprint is all a host app does: :func:`~ngai_chat.services.init_app`
+runs once per app on registration (unless :func:`ngai_chat.create_app` ran it
+first with test doubles).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import typing as t
+import uuid
+
+import flask
+from flask import Blueprint
+from flask import current_app
+from flask import request
+from flask.blueprints import BlueprintSetupState
+from flask_cors import CORS
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
+
+from .. import errors
+from .. import sse
+from ..guards import check_token
+from ..guards import client_key
+from ..guards import deadline
+from ..guards import upstream_body
+from ..schema import ChatRequest
+from ..schema import parse_json
+from ..services import EXTENSION
+from ..services import get_services
+from ..services import init_app
+from ..store import SessionInfo
+from ..store.base import ClientAtLimit
+
+__all__ = [
+    "ANY_STRING",
+    "HEARTBEAT",
+    "SLICE_BYTES",
+    "SSE_HEADERS",
+    "admit",
+    "chat_blueprint",
+    "error_response",
+    "http_error_response",
+    "internal_error_response",
+    "mount_prefix",
+    "no_content",
+    "read_body",
+]
+
+log = logging.getLogger(__name__)
+
+#: seconds a client is told to wait when the server is full
+CAPACITY_RETRY_AFTER = 5
+#: seconds a client is told to wait when all its sessions are running
+CLIENT_BUSY_RETRY_AFTER = 5
+HEARTBEAT = sse.comment("keep-alive")
+#: bytes of frames written at once: bounds what a slow reader holds
+SLICE_BYTES = 65536
+SSE_HEADERS = {
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",
+}
+
+chat_blueprint = Blueprint(
+    "ngai_chat",
+    __name__.rsplit(".", 2)[0],  # the package: its templates/ and static/
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+bp = chat_blueprint
+
+
+class AnyStringConverter(BaseConverter):
+    """Matches any rest of the path, slashes, newlines and the empty string
+    included, so that nothing under ``/stream/`` is a routing 404 (SPEC §3):
+    werkzeug's ``path`` converter stops at a newline (``/stream/abc%0D%0A``).
+    """
+
+    regex = r"(?s:.*)"
+    part_isolating = False
+
+
+#: the converter's name in the app's URL map
+ANY_STRING = "ngai_chat_any"
+
+
+@bp.record_once
+def _on_register(state: BlueprintSetupState) -> None:
+    # Recorded before any route, so it runs before the rules that use the
+    # converter are added to the app's map (blueprint setup runs in order).
+    app = t.cast(flask.Flask, state.app)
+    app.url_map.converters.setdefault(ANY_STRING, AnyStringConverter)
+    services = init_app(app)
+    prefix = (state.url_prefix or "").rstrip("/")
+    origins = list(services.settings.cors_origins)
+    CORS(
+        app,
+        resources={rf"{re.escape(prefix)}/.*": {"origins": origins}},
+        send_wildcard=origins == ["*"],
+        allow_headers=["Content-Type", "Authorization", "Last-Event-ID"],
+        expose_headers=[
+            "Retry-After",
+            "Warning",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+        ],
+        methods=["GET", "POST", "DELETE", "OPTIONS"],
+        max_age=600,
+    )
+
+
+@bp.before_request
+def _ensure_sweeper() -> None:
+    get_services().sweeper.ensure_running()
+
+
+def mount_prefix() -> str:
+    """Where the blueprint is mounted (``""`` standalone), from its own routes."""
+    return flask.url_for("ngai_chat.prepare")[: -len("/prepare")]
+
+
+# --- errors -----------------------------------------------------------------
+
+
+def error_response(error: errors.ApiError) -> flask.Response:
+    """The JSON response for an error (SPEC §4)."""
+    services = current_app.extensions.get(EXTENSION)
+    if services is not None:
+        services.metrics.request_rejected(error.code)
+    response = flask.jsonify(error.to_body())
+    response.status_code = error.status
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+_HTTP_ERRORS: dict[int, type[errors.ApiError]] = {
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+}
+
+
+def api_error_of(exc: HTTPException) -> errors.ApiError:
+    """The SPEC §4 error for a werkzeug HTTP error."""
+    cls = _HTTP_ERRORS.get(exc.code or 500)
+    if cls is not None:
+        return cls()
+    if (exc.code or 500) < 500:
+        return errors.InvalidRequest(exc.description)
+    return errors.InternalError()
+
+
+def http_error_response(exc: HTTPException) -> flask.Response:
+    """A werkzeug HTTP error as SPEC §4 JSON."""
+    response = error_response(api_error_of(exc))
+    if exc.code == 405 and exc.response is None:
+        allowed = getattr(exc, "valid_methods", None)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+def internal_error_response(exc: Exception) -> flask.Response:
+    """Log the traceback; the client gets a plain ``internal_error``."""
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(errors.InternalError())
+
+
+bp.register_error_handler(errors.ApiError, error_response)
+bp.register_error_handler(HTTPException, http_error_response)
+bp.register_error_handler(Exception, internal_error_response)
+
+
+@bp.after_request
+def _rate_limit_headers(response: flask.Response) -> flask.Response:
+    """``RateLimit-*`` on every answer of a call the rate limit counted, errors too."""
+    status = flask.g.pop("ngai_rate_limit", None)
+    if status is not None:
+        response.headers.update(status.headers())
+    return response
+
+
+# --- what every door shares ---------------------------------------------------
+
+
+def no_content() -> flask.Response:
+    """204: what tells EventSource to stop reconnecting (and the AI SDK that there
+    is nothing to resume).
+    """
+    response = flask.Response(status=204)
+    del response.headers["Content-Type"]
+    return response
+
+
+def read_body(limit: int, timeout: float) -> bytes:
+    """The request body, at most ``limit`` bytes, arrived within ``timeout`` seconds.
+
+    A body read waits on the client: the worker's socket timeout bounds each
+    wait, and this deadline the whole body (a client trickling a byte at a time
+    would pass every single wait).
+    """
+    too_large = errors.PayloadTooLarge(
+        f"The request body is larger than {limit} bytes (NGAI_MAX_BODY_BYTES); "
+        "send a shorter conversation or smaller attachments."
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    try:
+        with deadline(timeout):
+            data = request.stream.read(limit + 1)
+    except OSError:  # timed out, or the client went away (gunicorn's NoMoreData)
+        raise errors.InvalidRequest(
+            f"The request body did not arrive within {timeout:g} s (NGAI_CLIENT_TIMEOUT); "
+            "send it at once, with a correct Content-Length.",
+            field="body",
+        ) from None
+    if len(data) > limit:
+        raise too_large
+    return data
+
+
+def admit(to_request: t.Callable[[t.Any], ChatRequest]) -> SessionInfo:
+    """Pass every guard of a request that starts an answer, on any door, and create
+    its session (SPEC §2 "Limits hold on every door").
+
+    In order: the bearer token (a refused one still counts against the address's
+    rate limit: guessing tokens costs calls), the rate limit, shutdown, the
+    budgets, the body (JSON, within ``NGAI_MAX_BODY_BYTES`` and the client
+    timeout), its validation, ``NGAI_MAX_SESSIONS`` and the client's own caps.
+
+    :param to_request: the door's validation: the parsed JSON body in, the body
+        of ``POST /prepare`` out (:func:`~ngai_chat.schema.validate`'s shape).
+    :raises ApiError: a guard refused the request.
+    """
+    services = get_services()
+    settings = services.settings
+    refused: errors.Unauthorized | None = None
+    try:
+        token = check_token(request.headers.get("Authorization"), settings.api_tokens)
+    except errors.Unauthorized as exc:
+        token, refused = None, exc
+    client = client_key(token, request.remote_addr)
+    if services.rate_limiter is not None:
+        status = services.rate_limiter.hit(client)
+        flask.g.ngai_rate_limit = status
+        status.check()
+    if refused is not None:
+        raise refused
+    if services.relay.shutting_down:
+        raise errors.CapacityExceeded(
+            "This server is restarting; send the request again.", retry_after=1
+        )
+    if services.budgets is not None:
+        services.budgets.check(client)
+    if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
+        raise errors.UnsupportedMediaType(
+            "Send the body as JSON with 'Content-Type: application/json'"
+            + (f" (got '{request.mimetype}')." if request.mimetype else ".")
+        )
+    raw = read_body(settings.max_body_bytes, settings.client_timeout)
+    body = upstream_body(to_request(parse_json(raw)), settings)
+    origin = request.headers.get("Origin")
+    referer = settings.referer or (origin if origin and origin != "null" else None)
+    if services.store.count_live() >= settings.max_sessions:
+        raise errors.CapacityExceeded(
+            f"The server holds its maximum of {settings.max_sessions} sessions "
+            "(NGAI_MAX_SESSIONS); try again in a few seconds.",
+            retry_after=CAPACITY_RETRY_AFTER,
+        )
+    now = services.clock()
+    session = SessionInfo(
+        id=str(uuid.uuid4()),
+        request=body,
+        referer=referer,
+        expires_at=now + settings.session_ttl,
+        client=client,
+    )
+    at_limit = services.store.create(session, settings.max_sessions_per_client)
+    if at_limit is not None:
+        raise _client_at_limit(at_limit, settings.max_sessions_per_client, now)
+    services.metrics.session_created()
+    return session
+
+
+def _client_at_limit(held: ClientAtLimit, limit: int, now: float) -> errors.RateLimited:
+    """The 429 for ``NGAI_MAX_SESSIONS_PER_CLIENT``, with the real wait: until the
+    client's oldest unused session expires, or a short while when every one of
+    its sessions is streaming (one of them will finish).
+    """
+    if held.next_expiry is not None:
+        wait = max(1, math.ceil(held.next_expiry - now))
+        why = (
+            f"try again in {wait} s, when its oldest session not yet streamed expires "
+            "(streaming or DELETE-ing its unused sessions frees them sooner)"
+        )
+    else:
+        wait = CLIENT_BUSY_RETRY_AFTER
+        why = f"all of them are streaming answers; try again in {wait} s, as they finish"
+    return errors.RateLimited(
+        f"This client holds its maximum of {limit} live sessions "
+        f"(NGAI_MAX_SESSIONS_PER_CLIENT): {why}.",
+        retry_after=wait,
+    )
