@@ -16,9 +16,11 @@ Three things live here, each tested against exact bytes in tables:
   re-serialized; every other chunk keeps the upstream's bytes.
 * :class:`Chunk` says what an OpenAI ``chat.completion.chunk`` means (text,
   reasoning, finish reason, usage, model, id, citations, reasoning details,
-  mid-stream error), :func:`chunk_event_data` builds a ``chunk`` event's data by
-  splicing ``content`` and ``reasoning`` into the upstream's text, and
-  :class:`Answer` gathers what the ``done`` event reports.
+  mid-stream error, tool-call fragments, generated images),
+  :func:`chunk_event_data` builds a ``chunk`` event's data by splicing ``content``
+  and ``reasoning`` into the upstream's text, and
+  :class:`Answer` gathers what the ``done`` event reports (:class:`ToolCalls`
+  assembles the tool calls from their fragments).
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ __all__ = [
     "Answer",
     "Chunk",
     "EventSplitter",
+    "ToolCalls",
     "chunk_event_data",
     "done_data",
     "error_data",
+    "image_url",
     "parse_chunk",
     "redact",
     "stream_error",
@@ -260,6 +264,77 @@ class Chunk:
         details = self.delta.get("reasoning_details")
         return details if isinstance(details, list) else []
 
+    @property
+    def tool_calls(self) -> list[dict[str, t.Any]]:
+        """The ``delta.tool_calls`` fragments (objects only), as sent."""
+        calls = self.delta.get("tool_calls")
+        if not isinstance(calls, list):
+            return []
+        return [call for call in calls if isinstance(call, dict)]
+
+    @property
+    def images(self) -> list[dict[str, t.Any]]:
+        """The ``delta.images`` entries (``{"type": "image_url", "image_url": {"url"}}``)
+        whose URL is a string, as sent.
+        """
+        images = self.delta.get("images")
+        if not isinstance(images, list):
+            return []
+        return [image for image in images if image_url(image) is not None]
+
+
+def image_url(image: t.Any) -> str | None:
+    """The URL of one ``delta.images`` entry, or ``None`` when it has none."""
+    if not isinstance(image, dict):
+        return None
+    inner = image.get("image_url")
+    url = inner.get("url") if isinstance(inner, dict) else None
+    return url if isinstance(url, str) else None
+
+
+class ToolCalls:
+    """Tool calls assembled from ``delta.tool_calls`` fragments by their ``index``:
+    ``id``, ``type`` and ``function.name`` from the fragments that carry them,
+    ``function.arguments`` concatenated in order (SPEC §3 ``done.toolCalls``).
+    A fragment without an ``index`` is a call of its own (one-shot servers).
+    """
+
+    def __init__(self) -> None:
+        self._calls: list[dict[str, t.Any]] = []
+        self._by_index: dict[t.Any, dict[str, t.Any]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, fragment: dict[str, t.Any]) -> None:
+        """Take one fragment."""
+        index = fragment.get("index")
+        call = self._by_index.get(index) if index is not None else None
+        if call is None:
+            call = {"id": None, "type": "function", "function": {"name": None, "arguments": ""}}
+            self._calls.append(call)
+            if index is not None and isinstance(index, int | str):
+                self._by_index[index] = call
+        if isinstance(fragment.get("id"), str) and fragment["id"]:
+            call["id"] = fragment["id"]
+        if isinstance(fragment.get("type"), str) and fragment["type"]:
+            call["type"] = fragment["type"]
+        function = fragment.get("function")
+        if isinstance(function, dict):
+            name = function.get("name")
+            if isinstance(name, str) and name:
+                call["function"]["name"] = name
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                call["function"]["arguments"] += arguments
+
+    def calls(self) -> list[dict[str, t.Any]]:
+        """The calls so far, as the upstream would have sent them unstreamed."""
+        return [
+            {"id": call["id"], "type": call["type"], "function": dict(call["function"])}
+            for call in self._calls
+        ]
+
 
 def parse_chunk(data: bytes, secret: str = "") -> Chunk | None:
     """Parse one event's data into a :class:`Chunk` (``None`` when it is not a JSON
@@ -337,6 +412,7 @@ class Answer:
         self._cited: set[str] = set()
         self._details: list[dict[str, t.Any] | t.Any] = []
         self._by_index: dict[t.Any, dict[str, t.Any]] = {}
+        self.tool_calls = ToolCalls()
 
     def add(self, chunk: Chunk) -> None:
         """Take what ``chunk`` says about the whole answer."""
@@ -358,6 +434,9 @@ class Answer:
         if chunk.delta.get("reasoning_details"):
             for detail in chunk.reasoning_details:
                 self._merge_detail(detail)
+        if "tool_calls" in chunk.delta:
+            for fragment in chunk.tool_calls:
+                self.tool_calls.add(fragment)
 
     def _merge_detail(self, detail: t.Any) -> None:
         """Merge by ``index``: ``text``, ``summary`` and ``data`` concatenate, every
@@ -400,6 +479,7 @@ def done_data(answer: Answer, finish_reason: str | None = None) -> str:
             "generationId": answer.generation_id,
             "citations": answer.citations,
             "reasoningDetails": answer.reasoning_details,
+            "toolCalls": answer.tool_calls.calls(),
         }
     )
 

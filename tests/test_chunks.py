@@ -314,6 +314,7 @@ def test_done_data_reports_the_answer() -> None:
         "generationId": "gen-9",
         "citations": [],
         "reasoningDetails": [],
+        "toolCalls": [],
     }
     assert json.loads(done_data(answer, "cancelled"))["finishReason"] == "cancelled"
     assert json.loads(done_data(Answer("m/asked")))["model"] == "m/asked"
@@ -336,3 +337,56 @@ def test_stream_error(value: dict[str, t.Any], message: str | None) -> None:
 
 def test_no_stream_error_in_a_normal_chunk() -> None:
     assert stream_error(chunk_of({"choices": [{"delta": {"content": "a"}}]})) is None
+
+
+def _fragment(index: int | None, **fields: t.Any) -> dict[str, t.Any]:
+    return {"choices": [{"delta": {"tool_calls": [{"index": index, **fields}]}}]}
+
+
+@pytest.mark.parametrize(
+    ("fragments", "calls"),
+    [
+        pytest.param([], [], id="none"),
+        pytest.param(
+            [
+                _fragment(0, id="call_1", type="function",
+                          function={"name": "get_weather", "arguments": ""}),
+                _fragment(0, function={"arguments": '{"ci'}),
+                _fragment(0, function={"arguments": 'ty": "Zürich"}'}),
+            ],
+            [{"id": "call_1", "type": "function",
+              "function": {"name": "get_weather", "arguments": '{"city": "Zürich"}'}}],
+            id="one call, arguments split",
+        ),
+        pytest.param(
+            [
+                _fragment(0, id="a", type="function", function={"name": "f", "arguments": "{"}),
+                _fragment(1, id="b", type="function", function={"name": "g", "arguments": "["}),
+                _fragment(0, function={"arguments": "}"}),
+                _fragment(1, function={"arguments": "]"}),
+            ],
+            [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+             {"id": "b", "type": "function", "function": {"name": "g", "arguments": "[]"}}],
+            id="two parallel calls interleaved",
+        ),
+        pytest.param(
+            [_fragment(None, id="x", type="function", function={"name": "h", "arguments": "{}"})],
+            [{"id": "x", "type": "function", "function": {"name": "h", "arguments": "{}"}}],
+            id="one-shot without an index",
+        ),
+    ],
+)  # fmt: skip
+def test_tool_calls_are_assembled_by_index(
+    fragments: list[dict[str, t.Any]], calls: list[dict[str, t.Any]]
+) -> None:
+    answer = Answer("m")
+    for fragment in fragments:
+        answer.add(chunk_of(fragment))
+    assert json.loads(done_data(answer))["toolCalls"] == calls
+
+
+def test_images_of_a_chunk() -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}
+    chunk = chunk_of({"choices": [{"delta": {"images": [image, {"type": "image_url"}, 3]}}]})
+    assert chunk.images == [image]
+    assert chunk_of({"choices": [{"delta": {"content": "x"}}]}).images == []

@@ -102,6 +102,13 @@ def test_recorded_tool_call_with_empty_choices_usage(app: LiveApp) -> None:
         "generationId": "gen-1772969079-EhEx5DeV7JqM43lpl47Y",
         "citations": [],
         "reasoningDetails": [],
+        "toolCalls": [
+            {
+                "id": "toolu_bdrk_01AMXFNuQYF6fxS1hryPtu9K",
+                "type": "function",
+                "function": {"name": "get_all_tabs", "arguments": ""},
+            }
+        ],
     }
 
 

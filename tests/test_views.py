@@ -198,6 +198,7 @@ def test_stream_relays_chunks_then_done(client: t.Any, upstream: ScriptedUpstrea
         "generationId": "gen-test",
         "citations": [],
         "reasoningDetails": [],
+        "toolCalls": [],
     }
     assert all(e.json["reasoning"] == "" for e in evs[:-1])
 
@@ -227,6 +228,7 @@ def test_done_without_finish_reason(client: t.Any, upstream: ScriptedUpstream) -
         "generationId": "gen-test",
         "citations": [],
         "reasoningDetails": [],
+        "toolCalls": [],
     }
 
 
@@ -387,6 +389,7 @@ def test_delete_before_get_never_calls_upstream(client: t.Any, upstream: Scripte
         "generationId": None,
         "citations": [],
         "reasoningDetails": [],
+        "toolCalls": [],
     }
     assert upstream.requests == []
 
