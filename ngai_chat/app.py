@@ -13,6 +13,8 @@ from .config import load_settings
 from .doors import chat_blueprint
 from .doors import http_error_response
 from .doors import internal_error_response
+from .doors.base import apply_cors
+from .log import configure_logging
 from .services import init_app
 from .store import Store
 from .upstream import Upstream
@@ -39,11 +41,15 @@ def create_app(
     app = flask.Flask(__name__, static_folder=None)
     app.config.from_mapping(test_config or {})
     settings = load_settings(app.config)
+    # our own server: its logging is ours to set up (a mounted blueprint's is the host's)
+    configure_logging([settings.api_key], settings.log_format)
     init_app(app, settings=settings, store=store, upstream=upstream, clock=clock, standalone=True)
     app.register_blueprint(chat_blueprint)
     # Routing errors never reach a blueprint's handlers; answer them in JSON too.
     app.register_error_handler(HTTPException, http_error_response)
     app.register_error_handler(Exception, internal_error_response)
+    # ... and give them the CORS headers too: the whole app is ours
+    app.after_request(apply_cors)
     if settings.trusted_proxies:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)  # type: ignore[method-assign]

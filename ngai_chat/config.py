@@ -19,10 +19,14 @@ from dotenv import dotenv_values
 from limits import RateLimitItem
 from limits import parse_many
 
-from .budget import Budget
-from .budget import parse_budget
-
-__all__ = ["ConfigError", "Settings", "load_server_settings", "load_settings"]
+__all__ = [
+    "Budget",
+    "ConfigError",
+    "Settings",
+    "load_server_settings",
+    "load_settings",
+    "parse_budget",
+]
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_MODEL = "mistralai/mistral-7b-instruct:free"
@@ -32,6 +36,10 @@ DEMO_MODEL = "ngai/demo"
 #: this process's memory
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 MEMORY_URL = "memory://"
+#: micro-dollars per US dollar: budgets in USD are counted in whole micro-dollars
+MICRO = 1_000_000
+#: the windows a budget may be spent in, in seconds
+WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 MISSING_KEY_MESSAGE = (
     "Missing OPENROUTER_API_KEY: set it in the environment or in a .env file "
@@ -42,6 +50,28 @@ MISSING_KEY_MESSAGE = (
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """An amount that may be spent per window (``NGAI_BUDGET_PER_CLIENT``,
+    ``NGAI_BUDGET_TOTAL``; counted by :mod:`ngai_chat.budget`).
+    """
+
+    #: tokens, or micro-dollars
+    limit: int
+    #: ``tokens`` or ``usd``
+    unit: t.Literal["tokens", "usd"]
+    #: window length in seconds
+    window: int
+    #: the window's name (``day``)
+    per: str
+
+    def describe(self) -> str:
+        """The budget as an operator writes it: ``200000 tokens/day``, ``2.50 usd/day``."""
+        if self.unit == "usd":
+            return f"{self.limit / MICRO:.2f} usd/{self.per}"
+        return f"{self.limit} tokens/{self.per}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +121,6 @@ class Settings:
     redis_key_prefix: str = "ngai:"
 
     @property
-    def upstream_name(self) -> str:
-        return "demo" if self.demo else "openrouter"
-
-    @property
     def effective_default_model(self) -> str:
         """The model used when a request names none: the demo model in demo mode,
         else ``NGAI_DEFAULT_MODEL``.
@@ -102,9 +128,27 @@ class Settings:
         return DEMO_MODEL if self.demo else self.default_model
 
     @property
+    def effective_allowlist(self) -> tuple[str, ...]:
+        """The glob patterns a model must match: ``NGAI_MODEL_ALLOWLIST``, plus the
+        demo model when the demo is on (the only model there is then, whatever the
+        list says); empty: every model.
+        """
+        if self.demo and self.model_allowlist and DEMO_MODEL not in self.model_allowlist:
+            return (*self.model_allowlist, DEMO_MODEL)
+        return self.model_allowlist
+
+    @property
     def store_kind(self) -> str:
         """``"redis"`` or ``"memory"``, as the store ``REDIS_URL`` selects reports it."""
-        return "redis" if self.redis_url and self.redis_url != MEMORY_URL else "memory"
+        return "redis" if self.store_shared else "memory"
+
+    @property
+    def store_shared(self) -> bool:
+        """Whether ``REDIS_URL`` names a store that processes share: the one place
+        that decides it (``memory://`` and no URL are this process's memory), read
+        by gunicorn's worker check, the store, the rate limit and the budgets.
+        """
+        return bool(self.redis_url) and self.redis_url != MEMORY_URL
 
     @property
     def open_relay(self) -> bool:
@@ -213,6 +257,35 @@ def _rate(raw: str) -> tuple[RateLimitItem, ...] | None:
     if not windows or any(window.amount < 1 for window in windows):
         raise ValueError(raw)
     return windows
+
+
+_BUDGET = re.compile(
+    r"^\s*(\d+(?:\.\d+)?)\s*(tokens?|usd)\s*/\s*(second|minute|hour|day)\s*$", re.IGNORECASE
+)
+
+
+def parse_budget(raw: str) -> Budget | None:
+    """``"200000 tokens/day"`` or ``"2.50 usd/day"`` (also per second, minute, hour).
+
+    :return: ``None`` for an empty value (no budget).
+    :raises ValueError: anything else, a zero amount included.
+    """
+    if not raw.strip():
+        return None
+    match = _BUDGET.match(raw)
+    if not match:
+        raise ValueError(raw)
+    amount, unit, per = match.group(1), match.group(2).lower(), match.group(3).lower()
+    if unit.startswith("token"):
+        if "." in amount:
+            raise ValueError(raw)  # tokens are whole
+        budget = Budget(limit=int(amount), unit="tokens", window=WINDOWS[per], per=per)
+    else:
+        limit = round(float(amount) * MICRO)
+        budget = Budget(limit=limit, unit="usd", window=WINDOWS[per], per=per)
+    if budget.limit <= 0:
+        raise ValueError(raw)  # a zero budget would refuse everything: surely a typo
+    return budget
 
 
 _BUDGET_FORM = (

@@ -30,6 +30,7 @@ import gevent
 import gevent.greenlet
 
 from . import errors
+from .budget import Budgets
 from .chunks import Answer
 from .chunks import Chunk
 from .chunks import chunk_event_data
@@ -76,6 +77,7 @@ class Generation:
     :param max_events: events kept, the terminal one included.
     :param max_log_bytes: bytes of event data kept.
     :param metrics: told when it ends.
+    :param budgets: told what it spent when it ends, when budgets are set.
     :param spawn: starts a greenlet (the Redis writer).
     :param on_end: called once its terminal event is written (or failed to be).
     """
@@ -90,6 +92,7 @@ class Generation:
         max_log_bytes: int,
         metrics: Metrics,
         spawn: Spawn,
+        budgets: Budgets | None = None,
         on_end: t.Callable[[Generation], None],
     ) -> None:
         self.session = session
@@ -98,6 +101,7 @@ class Generation:
         self.max_events = max_events
         self.max_log_bytes = max_log_bytes
         self.metrics = metrics
+        self.budgets = budgets
         self.spawn = spawn
         self.on_end = on_end
         #: what the chunks said so far: what ``done`` reports
@@ -182,6 +186,8 @@ class Generation:
                 client=session.client,
             )
         )
+        if self.budgets is not None:
+            self.budgets.record(session.client, self.answer.usage)
 
     def _relay(self) -> None:
         """Relay the upstream's chunks into the log until the upstream finished

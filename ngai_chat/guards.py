@@ -13,7 +13,7 @@ import typing as t
 import gevent
 from limits import RateLimitItem
 from limits.errors import StorageError
-from limits.storage import storage_from_string
+from limits.storage import Storage
 from limits.strategies import MovingWindowRateLimiter
 
 from .config import Settings
@@ -60,9 +60,10 @@ def upstream_body(chat: ChatRequest, settings: Settings) -> dict[str, t.Any]:
     :raises ModelNotAllowed: a model outside ``NGAI_MODEL_ALLOWLIST``.
     """
     model = chat.model or settings.effective_default_model
-    check_model_allowed(model, settings.model_allowlist)
+    allowlist = settings.effective_allowlist
+    check_model_allowed(model, allowlist)
     for index, fallback in enumerate(chat.params.get("models", ())):
-        check_model_allowed(fallback, settings.model_allowlist, field=f"models[{index}]")
+        check_model_allowed(fallback, allowlist, field=f"models[{index}]")
     messages = chat.messages
     if settings.system_prompt and not any(m["role"] == "system" for m in messages):
         messages = [{"role": "system", "content": settings.system_prompt}, *messages]
@@ -147,8 +148,7 @@ class RateLimiter:
     with the sessions, so that every process sharing Redis shares the limit.
 
     :param windows: the parsed windows (``20/minute;500/day``).
-    :param storage_url: ``memory://`` or the ``REDIS_URL``.
-    :param key_prefix: prefix of the Redis keys, beside the store's.
+    :param storage: the app's counters (:func:`~ngai_chat.counters.counter_storage`).
     :param clock: wall-clock source; only for the seconds in the headers, since
         `limits` reads ``time.time()`` itself.
     """
@@ -156,19 +156,12 @@ class RateLimiter:
     def __init__(
         self,
         windows: t.Sequence[RateLimitItem],
-        storage_url: str = "memory://",
+        storage: Storage,
         *,
-        key_prefix: str = "ngai:rate",
         clock: t.Callable[[], float] = time.time,
     ) -> None:
         self.windows = tuple(windows)
-        options: dict[str, t.Any] = {"wrap_exceptions": True}
-        if not storage_url.startswith("memory://"):
-            # RESP2 as the store uses; fail fast rather than hang a /prepare
-            options.update(
-                key_prefix=key_prefix, protocol=2, socket_timeout=5.0, socket_connect_timeout=2.0
-            )
-        self.storage = storage_from_string(storage_url, **options)
+        self.storage = storage
         self._limiter = MovingWindowRateLimiter(self.storage)
         self._clock = clock
 
@@ -214,15 +207,13 @@ def _spell(window: RateLimitItem) -> str:
     return f"{window.amount}/{window.multiples} {name}s"
 
 
-def rate_limiter_for(settings: Settings, store_kind: str) -> RateLimiter | None:
-    """The rate limiter for ``NGAI_RATE_LIMIT``, kept where the sessions are
-    (Redis when the store is Redis, else this process's memory); ``None``
-    when no limit is set.
+def rate_limiter_for(settings: Settings, storage: Storage) -> RateLimiter | None:
+    """The rate limiter for ``NGAI_RATE_LIMIT``, counting in ``storage`` (the
+    app's counters, kept where the sessions are); ``None`` when no limit is set.
     """
     if settings.rate_limit is None:
         return None
-    url = settings.redis_url if store_kind == "redis" and settings.redis_url else "memory://"
-    return RateLimiter(settings.rate_limit, url, key_prefix=f"{settings.redis_key_prefix}rate")
+    return RateLimiter(settings.rate_limit, storage)
 
 
 def deadline(seconds: float) -> gevent.Timeout:

@@ -6,8 +6,11 @@ import datetime
 import json
 import logging
 import os
+import re
 import sys
 import typing as t
+
+from .config import DEMO_MODEL
 
 if t.TYPE_CHECKING:
     from .config import Settings
@@ -18,6 +21,9 @@ __all__ = [
     "configure_logging",
     "emit",
     "give_startup_notices",
+    "redact_key_in_our_records",
+    "redact_url",
+    "redact_urls",
     "startup_notices",
 ]
 
@@ -25,7 +31,7 @@ __all__ = [
 REDACTED = "[redacted]"
 
 DEMO_NOTICE = (
-    "demo mode: no upstream is called; the offline model 'ngai/demo' answers every "
+    f"demo mode: no upstream is called; the offline model '{DEMO_MODEL}' answers every "
     "request. Set OPENROUTER_API_KEY (environment or .env) to relay real models."
 )
 OPEN_RELAY_WARNING = (
@@ -33,6 +39,31 @@ OPEN_RELAY_WARNING = (
     "with any model and as often as they like; set NGAI_API_TOKENS (bearer tokens), "
     "NGAI_MODEL_ALLOWLIST (e.g. *:free) or NGAI_RATE_LIMIT (e.g. 20/minute) to close it."
 )
+
+#: a URL in free text: a scheme, ``://``, then up to a space or a quote
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced (``redis://user:[redacted]@host:6379/0``):
+    how every error and log line shows a URL.
+
+    The user information is everything before the last ``@`` of what follows
+    ``://``, so that a password holding ``/`` or ``@`` is hidden whole (a path with
+    an ``@`` is then hidden too, which is the safe side).
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, location = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user + ':' if colon else ''}{REDACTED}@{location}"
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the password of every URL in it redacted (:func:`redact_url`)."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+
 
 #: set by gunicorn's master once it has given the startup notices; the workers it
 #: forks inherit it, so that they do not say the same things again
@@ -67,8 +98,25 @@ def give_startup_notices(settings: Settings, logger: logging.Logger) -> None:
         logger.log(level, message)
 
 
+def _redact(record: logging.LogRecord, secrets: t.Iterable[str]) -> None:
+    """Replace ``secrets`` in ``record``'s final message and traceback."""
+    message = record.getMessage()
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    changed = False
+    for secret in secrets:
+        if secret in message:
+            message = message.replace(secret, REDACTED)
+            changed = True
+        if record.exc_text and secret in record.exc_text:
+            record.exc_text = record.exc_text.replace(secret, REDACTED)
+    if changed:
+        record.msg, record.args = message, None
+
+
 class RedactingFilter(logging.Filter):
-    """Replaces secrets in a record's final message, whatever put them there.
+    """Replaces secrets in a record's final message, whatever put them there (on the
+    handlers of a server we run ourselves: :func:`configure_logging`).
 
     :param secrets: strings that must never reach a log line.
     """
@@ -78,21 +126,42 @@ class RedactingFilter(logging.Filter):
         self.secrets = [s for s in secrets if s]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        message = record.getMessage()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        changed = False
-        for secret in self.secrets:
-            if secret in message:
-                message = message.replace(secret, REDACTED)
-                changed = True
-            if record.exc_text and secret in record.exc_text:
-                record.exc_text = record.exc_text.replace(secret, REDACTED)
-        if changed:
-            record.msg, record.args = message, None
+        if self.secrets:
+            _redact(record, self.secrets)
         return True
+
+
+#: what is taken out of every record of the ``ngai_chat`` loggers when it is made
+_our_secrets: set[str] = set()
+_factory_installed = False
+
+
+def _ours(name: str) -> bool:
+    return name == "ngai_chat" or name.startswith("ngai_chat.")
+
+
+def redact_key_in_our_records(secrets: list[str]) -> None:
+    """Take ``secrets`` out of every record an ``ngai_chat`` logger makes, at the
+    moment it is made, so that they are gone whatever handler (the host app's, ours,
+    pytest's) then sees the record. Nothing else about logging is changed: a mounted
+    blueprint adds no handler, sets no level and leaves propagation alone, as a
+    library should. Records of other loggers pass untouched. Safe to call again
+    (every app's secrets are added).
+    """
+    global _factory_installed
+    _our_secrets.update(s for s in secrets if s)
+    if _factory_installed:
+        return
+    _factory_installed = True
+    previous = logging.getLogRecordFactory()
+
+    def make_record(*args: t.Any, **kwargs: t.Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if _our_secrets and _ours(record.name):
+            _redact(record, _our_secrets)
+        return record
+
+    logging.setLogRecordFactory(make_record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -158,7 +227,9 @@ def configure_logging(
     secrets: list[str], log_format: str = "text", level: int = logging.INFO
 ) -> None:
     """Send ``ngai_chat`` logs to stderr, and scrub ``secrets`` from every handler
-    of the ``ngai_chat``, root and ``gunicorn`` loggers. Safe to call again.
+    of the ``ngai_chat``, root and ``gunicorn`` loggers: for a server we run
+    ourselves (:func:`~ngai_chat.create_app`, gunicorn), never for a mounted
+    blueprint, whose host's logging is its own. Safe to call again.
 
     :param log_format: ``text``, or ``json`` for one JSON object per line.
     """

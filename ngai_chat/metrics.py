@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import typing as t
 
@@ -39,6 +38,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import errors
+from .usage import Usage
 
 __all__ = ["CONTENT_TYPE", "METRICS_HELP", "UPSTREAM_ERROR_CODES", "Finished", "Metrics"]
 
@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 #: what ``GET /metrics`` answers with (the text format ``generate_latest`` writes)
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
-#: name → (type, labels, help); the README's "Metrics" section lists the same
+#: name → (type, labels, help); docs/operations.md's "Metrics" table lists the same
+#: (tests/test_docs.py holds them together)
 METRICS_HELP: dict[str, tuple[str, tuple[str, ...], str]] = {
     "ngai_info": ("gauge", ("version", "store", "upstream"), "Always 1."),
     "ngai_sessions_created_total": ("counter", (), "Sessions created by POST /prepare."),
@@ -153,52 +154,6 @@ class Finished:
     request_model: str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Usage:
-    """The numbers of an upstream ``usage`` object; each ``None`` when absent or not a
-    finite non-negative number (an upstream's garbage never reaches a counter).
-    """
-
-    prompt: float | None
-    completion: float | None
-    total: float | None
-    reasoning: float | None
-    cached: float | None
-    cost: float | None
-
-    @classmethod
-    def of(cls, usage: t.Any) -> Usage | None:
-        """Read a usage object; ``None`` when it is not one."""
-        if not isinstance(usage, dict):
-            return None
-        completion_details = usage.get("completion_tokens_details")
-        prompt_details = usage.get("prompt_tokens_details")
-        prompt = _amount(usage, "prompt_tokens")
-        completion = _amount(usage, "completion_tokens")
-        total = _amount(usage, "total_tokens")
-        if total is None and (prompt is not None or completion is not None):
-            total = (prompt or 0) + (completion or 0)
-        return cls(
-            prompt=prompt,
-            completion=completion,
-            total=total,
-            reasoning=_amount(completion_details, "reasoning_tokens"),
-            cached=_amount(prompt_details, "cached_tokens"),
-            cost=_amount(usage, "cost"),
-        )
-
-
-def _amount(obj: t.Any, key: str) -> float | None:
-    if not isinstance(obj, dict):
-        return None
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if not math.isfinite(value) or value < 0:
-        return None
-    return value
-
-
 class _ScrapeTime:
     """A collector of the values read when scraped: the store's live sessions, and
     the app's info (constant labels), so that neither needs a per-process file.
@@ -224,8 +179,7 @@ class _ScrapeTime:
 class Metrics:
     """The metrics of one app (in multiprocess mode: of every worker of the instance).
 
-    :param enabled: ``NGAI_METRICS``; when off nothing is kept (the
-        :meth:`on_finished` listeners still hear every generation).
+    :param enabled: ``NGAI_METRICS``; when off nothing is kept.
     :param provider: the upstream's name (``openrouter``, ``demo``), the
         ``gen_ai_provider_name`` label.
     :param info: the labels of ``ngai_info``.
@@ -246,12 +200,6 @@ class Metrics:
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         #: ``live_sessions() -> int``, read at scrape time (the store's count)
         self.live_sessions: t.Callable[[], int] | None = None
-        #: ``running() -> int``: generations in flight in this process, read when a
-        #: stream opens and when a generation finishes (unless the relay reports
-        #: :meth:`generation_started` itself)
-        self.running: t.Callable[[], int] | None = None
-        self._starts_reported = False
-        self._listeners: list[t.Callable[[Finished], None]] = []
         #: the private registry (one-process mode), where the metrics below live
         self.registry = CollectorRegistry()
         if not enabled:
@@ -310,7 +258,6 @@ class Metrics:
         if self.enabled:
             self.streams_total.inc()
             self.streams_open.inc()
-            self._count_running()
 
     def stream_closed(self) -> None:
         """A ``GET /stream`` response closed."""
@@ -318,11 +265,8 @@ class Metrics:
             self.streams_open.dec()
 
     def generation_started(self) -> None:
-        """A generation started in this process (optional: without it the gauge is
-        read from :attr:`running`).
-        """
+        """A generation started in this process."""
         if self.enabled:
-            self._starts_reported = True
             self.generations_running.inc()
 
     def generation_finished(self, finished: Finished) -> None:
@@ -330,17 +274,9 @@ class Metrics:
 
         :param finished: its outcome, model, usage and size.
         """
-        for listener in self._listeners:
-            try:
-                listener(finished)
-            except Exception:  # a listener's failure must not break the relay
-                log.exception("a generation_finished listener failed")
         if not self.enabled:
             return
-        if self._starts_reported:
-            self.generations_running.dec()
-        else:
-            self._count_running()
+        self.generations_running.dec()
         self.generations.labels(finished.outcome).inc()
         if finished.outcome in UPSTREAM_ERROR_CODES:
             self.upstream_errors.labels(finished.outcome).inc()
@@ -379,10 +315,6 @@ class Metrics:
 
     # --- for the app ---------------------------------------------------------
 
-    def on_finished(self, listener: t.Callable[[Finished], None]) -> None:
-        """Call ``listener`` with every :class:`Finished` (the budgets count there)."""
-        self._listeners.append(listener)
-
     def render(self) -> bytes:
         """The text exposition of every metric; in multiprocess mode, of every process."""
         registry = self.registry
@@ -391,13 +323,6 @@ class Metrics:
             MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
             registry.register(self._scrape_time)
         return generate_latest(registry)
-
-    def _count_running(self) -> None:
-        # a generation starts right before the stream that asked for it opens, and
-        # leaves ``running`` right before it reports finishing: both moments
-        # refresh this process's gauge, so the relay needs no call of its own
-        if self.running is not None and not self._starts_reported:
-            self.generations_running.set(self.running())
 
 
 def _use_multiprocess_values() -> None:

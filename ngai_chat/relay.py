@@ -40,6 +40,7 @@ import gevent
 import gevent.greenlet
 
 from . import errors
+from .budget import Budgets
 from .chunks import Answer
 from .chunks import done_data
 from .chunks import error_data
@@ -99,6 +100,7 @@ class Relay:
     :param max_events: events kept per session, the terminal one included.
     :param max_log_bytes: bytes of event data kept per session.
     :param metrics: where to count; a private set when not given.
+    :param budgets: told what each finished answer spent, when budgets are set.
     :param spawn: starts a greenlet (a seam for tests).
     :param clock: monotonic clock.
     """
@@ -113,6 +115,7 @@ class Relay:
         max_events: int = 20_000,
         max_log_bytes: int = 16_777_216,
         metrics: Metrics | None = None,
+        budgets: Budgets | None = None,
         spawn: Spawn = gevent.spawn,
         clock: t.Callable[[], float] = time.monotonic,
     ) -> None:
@@ -123,6 +126,7 @@ class Relay:
         self.max_events = max_events
         self.max_log_bytes = max_log_bytes
         self.metrics = metrics or Metrics()
+        self.budgets = budgets
         self.spawn = spawn
         self.clock = clock
         #: generations running in this process, by session id
@@ -214,6 +218,7 @@ class Relay:
             max_events=self.max_events,
             max_log_bytes=self.max_log_bytes,
             metrics=self.metrics,
+            budgets=self.budgets,
             spawn=self.spawn,
             on_end=self._ended,
         )

@@ -15,16 +15,17 @@ import typing as t
 import flask
 from flask import current_app
 
-from . import __version__
+from ._version import __version__
 from .budget import Budgets
 from .budget import budgets_from_settings
 from .catalog import ModelsCache
 from .config import Settings
 from .config import load_settings
+from .counters import counter_storage
 from .guards import RateLimiter
 from .guards import rate_limiter_for
-from .log import configure_logging
 from .log import give_startup_notices
+from .log import redact_key_in_our_records
 from .metrics import Metrics
 from .relay import Relay
 from .store import Store
@@ -86,9 +87,11 @@ def init_app(
     if EXTENSION in app.extensions:
         return t.cast(Services, app.extensions[EXTENSION])
     settings = settings or load_settings(app.config)
-    configure_logging([settings.api_key], settings.log_format)
+    # a library sets up no logging (create_app and gunicorn do): its records go to
+    # the host's handlers, with the key taken out where each record is made
+    redact_key_in_our_records([settings.api_key])
     if store is None:
-        if not standalone and settings.store_kind == "memory":
+        if not standalone and not settings.store_shared:
             # nothing stops the host app's server from running several workers
             log.warning(
                 "no REDIS_URL: sessions live in this process's memory, which suits one "
@@ -111,15 +114,20 @@ def init_app(
         info={"version": __version__, "store": store.kind, "upstream": upstream.name},
     )
     metrics.live_sessions = lambda: store.count_live()
-    budgets = budgets_from_settings(
-        settings.budget_per_client,
-        settings.budget_total,
-        redis_url=settings.redis_url,
-        key_prefix=settings.redis_key_prefix,
-        clock=clock,
+    counters = (
+        counter_storage(settings)
+        if settings.rate_limit is not None
+        or settings.budget_per_client is not None
+        or settings.budget_total is not None
+        else None
     )
-    if budgets is not None:
-        metrics.on_finished(budgets.record)
+    budgets = (
+        budgets_from_settings(
+            settings.budget_per_client, settings.budget_total, storage=counters, clock=clock
+        )
+        if counters is not None
+        else None
+    )
     services = Services(
         settings=settings,
         store=store,
@@ -132,16 +140,15 @@ def init_app(
             max_events=settings.max_events,
             max_log_bytes=settings.max_log_bytes,
             metrics=metrics,
+            budgets=budgets,
         ),
         sweeper=Sweeper(store, settings.sweep_interval, clock=clock),
         models=ModelsCache(upstream, settings.models_cache_ttl),
         metrics=metrics,
-        rate_limiter=rate_limiter_for(settings, store.kind),
+        rate_limiter=rate_limiter_for(settings, counters) if counters is not None else None,
         budgets=budgets,
         clock=clock,
     )
-    relay = services.relay
-    metrics.running = lambda: len(relay.running)
     app.extensions[EXTENSION] = services
     give_startup_notices(settings, log)
     return services

@@ -48,7 +48,7 @@ def test_empty_key_counts_as_missing() -> None:
 
 def test_demo_needs_no_key() -> None:
     settings = load_settings({}, environ={"NGAI_DEMO": "1"}, dotenv={})
-    assert settings.demo and settings.upstream_name == "demo"
+    assert settings.demo and settings.effective_default_model == "ngai/demo"
 
 
 @pytest.mark.parametrize(

@@ -211,14 +211,13 @@ def test_info_and_a_store_that_does_not_answer(make_app: t.Any) -> None:
     assert dict(info[0]) == {"version": "0.1.0", "store": "memory", "upstream": "openrouter"}
 
 
-def test_metrics_off_counts_nothing_but_still_reports_finished(make_app: t.Any) -> None:
-    app = make_app()
-    metrics = app.extensions["ngai_chat"].metrics
-    heard: list[t.Any] = []
-    metrics.on_finished(heard.append)
+def test_metrics_off_counts_nothing_but_budgets_still_count(make_app: t.Any) -> None:
+    # budgets hear of finished answers from the generation itself, not from metrics
+    app = make_app(NGAI_BUDGET_TOTAL="1000000 tokens/day")
+    services = app.extensions["ngai_chat"]
     run_session(app.test_client())
-    assert [f.outcome for f in heard] == ["done"]
-    assert metrics.render() == b""  # an empty registry
+    assert services.budgets.spent("ip:127.0.0.1")["total"] > 0
+    assert services.metrics.render() == b""  # an empty registry
 
 
 # --- a gunicorn instance of three workers on Redis ----------------------------------
@@ -379,7 +378,6 @@ def test_every_scrape_sums_every_worker_even_a_killed_one(
 
 def test_running_gauge_from_reported_starts() -> None:
     metrics = Metrics()
-    metrics.running = lambda: 99  # ignored once the relay reports starts itself
     metrics.generation_started()
     metrics.generation_started()
     metrics.stream_opened()

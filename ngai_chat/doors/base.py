@@ -9,9 +9,9 @@ first with test doubles).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import re
 import typing as t
 import uuid
 
@@ -20,7 +20,9 @@ from flask import Blueprint
 from flask import current_app
 from flask import request
 from flask.blueprints import BlueprintSetupState
-from flask_cors import CORS
+from flask_cors.core import ACL_ORIGIN
+from flask_cors.core import get_cors_options
+from flask_cors.core import set_cors_headers
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
@@ -44,6 +46,7 @@ __all__ = [
     "SLICE_BYTES",
     "SSE_HEADERS",
     "admit",
+    "apply_cors",
     "chat_blueprint",
     "error_response",
     "http_error_response",
@@ -97,24 +100,50 @@ def _on_register(state: BlueprintSetupState) -> None:
     # converter are added to the app's map (blueprint setup runs in order).
     app = t.cast(flask.Flask, state.app)
     app.url_map.converters.setdefault(ANY_STRING, AnyStringConverter)
-    services = init_app(app)
-    prefix = (state.url_prefix or "").rstrip("/")
-    origins = list(services.settings.cors_origins)
-    CORS(
-        app,
-        resources={rf"{re.escape(prefix)}/.*": {"origins": origins}},
-        send_wildcard=origins == ["*"],
-        allow_headers=["Content-Type", "Authorization", "Last-Event-ID"],
-        expose_headers=[
-            "Retry-After",
-            "Warning",
-            "RateLimit-Limit",
-            "RateLimit-Remaining",
-            "RateLimit-Reset",
-        ],
-        methods=["GET", "POST", "DELETE", "OPTIONS"],
-        max_age=600,
+    init_app(app)
+
+
+# --- CORS: the blueprint's routes, and nothing of the host's -------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _cors_options(origins: tuple[str, ...]) -> t.Any:
+    """flask-cors's computed options for ``NGAI_CORS_ORIGINS`` (once per value)."""
+    return get_cors_options(
+        None,
+        {
+            "origins": list(origins),
+            "send_wildcard": list(origins) == ["*"],
+            "allow_headers": ["Content-Type", "Authorization", "Last-Event-ID"],
+            "expose_headers": [
+                "Retry-After",
+                "Warning",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
+            "methods": ["GET", "POST", "DELETE", "OPTIONS"],
+            "max_age": 600,
+        },
     )
+
+
+def apply_cors(response: flask.Response) -> flask.Response:
+    """The CORS headers of ``NGAI_CORS_ORIGINS`` (flask-cors's own evaluation),
+    preflights included.
+
+    An ``after_request`` of the blueprint, so that it covers the blueprint's routes
+    (their errors and ``OPTIONS`` too) and no route of a host app, with or without
+    a prefix; a host's own flask-cors policy keeps its routes. ``create_app`` adds
+    it to the whole app as well, whose routing errors are ours there.
+    """
+    services = current_app.extensions.get(EXTENSION)
+    if services is None or response.headers.get(ACL_ORIGIN):
+        return response  # not ours, or evaluated already
+    return set_cors_headers(response, _cors_options(services.settings.cors_origins))
+
+
+bp.after_request(apply_cors)
 
 
 @bp.before_request

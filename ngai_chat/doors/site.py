@@ -40,7 +40,7 @@ def models() -> flask.Response:
     data, stale = services.models.get()
     free_only = wants_free(request.args.get("free"))
     response = flask.jsonify(
-        filter_models(data, allowlist=services.settings.model_allowlist, free_only=free_only)
+        filter_models(data, allowlist=services.settings.effective_allowlist, free_only=free_only)
     )
     if stale:
         response.headers["Warning"] = "110 - stale"
