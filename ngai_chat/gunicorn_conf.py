@@ -88,9 +88,9 @@ def on_starting(server: t.Any) -> None:
     except ConfigError as exc:
         emit(str(exc), level="error")
         sys.exit(1)
-    if server.cfg.workers > 1 and not settings.redis_url:
+    if server.cfg.workers > 1 and not settings.store_shared:
         emit(
-            f"{server.cfg.workers} workers need a shared store: set REDIS_URL "
+            f"{server.cfg.workers} workers need a shared store: set REDIS_URL to a Redis "
             "(e.g. redis://localhost:6379/0), or run one worker (WEB_CONCURRENCY=1 / -w 1). "
             "The in-memory store would split sessions between workers.",
             level="error",
