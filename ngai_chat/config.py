@@ -48,6 +48,14 @@ MISSING_KEY_MESSAGE = (
 )
 
 
+def shared_store_url(url: str | None) -> bool:
+    """Whether ``REDIS_URL`` names a store that processes share: the one rule
+    (``memory://`` and no URL are this process's memory), read through
+    :attr:`Settings.store_shared` and by :func:`~ngai_chat.store.store_from_url`.
+    """
+    return bool(url) and url != MEMORY_URL
+
+
 class ConfigError(Exception):
     """A setting is missing or malformed; the message says which and how to fix it."""
 
@@ -144,11 +152,11 @@ class Settings:
 
     @property
     def store_shared(self) -> bool:
-        """Whether ``REDIS_URL`` names a store that processes share: the one place
-        that decides it (``memory://`` and no URL are this process's memory), read
-        by gunicorn's worker check, the store, the rate limit and the budgets.
+        """Whether ``REDIS_URL`` names a store that processes share
+        (:func:`shared_store_url`): what gunicorn's worker check, the mounted
+        blueprint's warning and the counters of the rate limit and budgets read.
         """
-        return bool(self.redis_url) and self.redis_url != MEMORY_URL
+        return shared_store_url(self.redis_url)
 
     @property
     def open_relay(self) -> bool:

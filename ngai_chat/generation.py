@@ -2,9 +2,10 @@
 
 A :class:`Generation` runs in its own greenlet (started by the relay). It reads the
 upstream's chunks, appends a ``chunk`` event for each, and ends the log with
-exactly one terminal event, whatever happens — the store refuses a second one, and
-this is the only place (with a reader that saw a generation elsewhere die) that
-writes one::
+exactly one terminal event, whatever happens — the store refuses a second one.
+It writes the terminal event of every answer it runs; the relay writes the two
+others (``done``/``cancelled`` for a session cancelled before any ``GET``, and
+``upstream_interrupted`` when a reader sees a generation elsewhere die)::
 
     what happened                                terminal event
     upstream finished (or finished, then broke)  done {finishReason}

@@ -81,11 +81,11 @@ def stream(session_id: str) -> flask.Response:
         session = services.store.get(session_id) if _SESSION_ID.match(session_id) else None
     except errors.StoreUnavailable as exc:
         # still a stream, so that EventSource clients can read the reason
-        return _event_stream(iter([_preamble(), _out_of_log_error(exc, last_id or 0)]))
+        return _event_stream(iter([_preamble(), _error_frame(exc, last_id or 0)]))
     if session is None:
         if last_id is not None:
             return no_content()
-        not_found = sse.event(error_data(errors.SessionNotFound()), name="error", id=1)
+        not_found = _error_frame(errors.SessionNotFound(), 1)
         return _event_stream(iter([_preamble(), not_found]))
     if session.terminal_id is not None and last_id is not None and last_id >= session.terminal_id:
         return no_content()
@@ -121,7 +121,7 @@ def _refuse_stream(last_id: int, limit: int) -> flask.Response:
         f"reconnect in {CAPACITY_RETRY_AFTER} s.",
         retry_after=CAPACITY_RETRY_AFTER,
     )
-    frames = [sse.retry(CAPACITY_RETRY_AFTER * 1000), _out_of_log_error(refusal, last_id)]
+    frames = [sse.retry(CAPACITY_RETRY_AFTER * 1000), _error_frame(refusal, last_id)]
     return _event_stream(iter(frames))
 
 
@@ -159,20 +159,22 @@ def _frames(reader: Reader) -> t.Iterator[bytes]:
                 yield b"".join(pending) if len(pending) > 1 else pending[0]
     except errors.SessionNotFound as exc:
         # the session is gone for good: a reconnect with this id gets 204
-        yield sse.event(error_data(exc), name="error", id=reader.after + 1)
+        yield _error_frame(exc, reader.after + 1)
     except errors.StoreUnavailable as exc:
-        yield _out_of_log_error(exc, reader.after)
+        yield _error_frame(exc, reader.after)
     except ShuttingDown as stop:
         failure = errors.UpstreamInterrupted(
             "This server is restarting; reconnect to receive the rest of the answer."
         )
-        yield _out_of_log_error(failure, stop.last_id)
+        yield _error_frame(failure, stop.last_id)
 
 
-def _out_of_log_error(error: errors.ApiError, last_id: int) -> bytes:
-    """A terminal error event that is not part of the session's log. It carries the
-    client's last event id, so that a reconnect (to this or another instance)
-    resumes exactly where the client was, with nothing lost or repeated.
+def _error_frame(error: errors.ApiError, last_id: int) -> bytes:
+    """A terminal error event that is not part of the session's log (the one way
+    this door builds one). Its id is the client's last event id, so that a
+    reconnect (to this or another instance) resumes exactly where the client was,
+    with nothing lost or repeated; or the next one, for a session that is not
+    found, so that a browser's reconnect brings a ``Last-Event-ID`` and gets 204.
     """
     return sse.event(error_data(error), name="error", id=last_id)
 

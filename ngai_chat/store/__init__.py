@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 import typing as t
 
-from ..config import MEMORY_URL
 from ..config import REDIS_SCHEMES
 from ..config import ConfigError
+from ..config import shared_store_url
 from .base import Event as Event
 from .base import GenerationSignals as GenerationSignals
 from .base import SessionInfo as SessionInfo
@@ -33,7 +33,7 @@ def store_from_url(
     :param options: passed to the Redis store (key prefix, heartbeat, …).
     :raises ConfigError: the URL has another scheme.
     """
-    if not url or url == MEMORY_URL:
+    if url is None or not shared_store_url(url):
         return MemoryStore(replay_ttl=replay_ttl, clock=clock)
     if not url.startswith(REDIS_SCHEMES):
         # redis-py would say something about its own URL parsing; say which setting

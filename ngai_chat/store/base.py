@@ -131,7 +131,10 @@ class ClientAtLimit:
 
 @dataclasses.dataclass(frozen=True)
 class GenerationSignals:
-    """What a running generation learns on each tick of its supervisor."""
+    """What a running generation learns on each tick of the relay's watcher (the
+    greenlet that, with a shared store, checks cancels and readers for every
+    generation of its process).
+    """
 
     #: ``DELETE /stream/<id>`` was called
     cancelled: bool

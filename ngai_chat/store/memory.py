@@ -1,7 +1,9 @@
 """The in-process store: dicts and gevent wake-ups.
 
-Correct only inside one worker process; ``create_app`` refuses to start several
-workers on it (see :mod:`ngai_chat.config`). Every method runs without blocking
+Correct only inside one worker process; gunicorn's master refuses to start several
+workers on it (:func:`ngai_chat.gunicorn_conf.on_starting`, by
+:attr:`Settings.store_shared <ngai_chat.config.Settings.store_shared>`), and a mounted
+blueprint warns. Every method runs without blocking
 except :meth:`MemoryStore.read`, so no other greenlet can interleave inside one.
 """
 

@@ -126,16 +126,8 @@ def streams_of(response: t.Any) -> list[tuple[str, list[t.Any]]]:
 
 
 def stream_entries(response: t.Any) -> list[t.Any]:
-    """The ``(id, fields)`` entries of an ``XREAD`` reply on one stream.
-
-    RESP2 replies ``[[key, entries]]`` and RESP3 ``{key: [entries]}``; a
-    ``?protocol=3`` in the URL must not break reading.
+    """The ``(id, fields)`` entries of an ``XREAD`` reply on one stream (read by
+    :func:`streams_of`: a ``?protocol=3`` in the URL must not break reading).
     """
-    if not response:
-        return []
-    if isinstance(response, dict):
-        (value,) = response.values()
-        if value and isinstance(value[0], list):
-            return list(value[0])
-        return list(value)
-    return list(response[0][1])
+    streams = streams_of(response)
+    return streams[0][1] if streams else []
