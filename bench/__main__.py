@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support.fake_upstream import FakeUpstream
+from bench.fake_upstream import FakeUpstream
 
 from . import procinfo
 from .report import build_report

@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.support.live import free_port
+from bench.live import free_port
 
 from . import procinfo
 from .jobs import MESSAGES

@@ -28,15 +28,15 @@ import threading
 import time
 import typing as t
 
-from tests.support.fake_upstream import Chunk
-from tests.support.fake_upstream import Connection
-from tests.support.fake_upstream import Done
-from tests.support.fake_upstream import FakeUpstream
-from tests.support.fake_upstream import Recorded
-from tests.support.fake_upstream import Step
-from tests.support.fake_upstream import make_chunk
-from tests.support.fake_upstream import new_generation_id
-from tests.support.fake_upstream import usage_chunk
+from bench.fake_upstream import Chunk
+from bench.fake_upstream import Connection
+from bench.fake_upstream import Done
+from bench.fake_upstream import FakeUpstream
+from bench.fake_upstream import Recorded
+from bench.fake_upstream import Step
+from bench.fake_upstream import make_chunk
+from bench.fake_upstream import new_generation_id
+from bench.fake_upstream import usage_chunk
 
 from . import procinfo
 from .baselines import BaselineError
@@ -47,44 +47,19 @@ from .baselines import node_unavailable
 from .compare import RELAYS
 from .compare import Compare
 from .compare import Goal
+from .harness import Bench
+from .harness import ScenarioResult
+from .harness import Wave as Wave
 from .jobs import Target
 from .jobs import WaveJob
 from .runner import job_timeout
 from .runner import run_job
-
-if t.TYPE_CHECKING:
-    from .scenarios import Bench
-    from .scenarios import ScenarioResult
 
 __all__ = ["SERIES", "Contender", "Stamped", "Wave", "register_stamped", "run_series"]
 
 SERIES = ("s1", "s2", "s3", "s4")
 #: stands for the stamp while a chunk's JSON is encoded once
 _PLACEHOLDER = "\x00stamp\x00"
-
-
-@dataclasses.dataclass(frozen=True)
-class Wave:
-    """A scenario's load: ``sessions`` of ``chunks`` content chunks ``gap`` seconds
-    apart, ``concurrency`` sessions at a time, the first ones started over ``ramp``
-    seconds."""
-
-    sessions: int
-    concurrency: int
-    chunks: int
-    gap: float
-    ramp: float = 0.0
-
-    @property
-    def model(self) -> str:
-        """The fake's model for this wave (see :func:`register_stamped`)."""
-        return f"bench-stamped/{self.chunks}/{1000 * self.gap:g}ms"
-
-    def describe(self) -> str:
-        gap = f" x {1000 * self.gap:g} ms" if self.gap else ", no gap"
-        if self.concurrency == 1:
-            return f"{self.sessions} sequential sessions x {self.chunks} chunks{gap}"
-        return f"{self.sessions} streams x {self.chunks} chunks{gap}"
 
 
 class Lateness:

@@ -7,8 +7,8 @@ import typing as t
 
 import pytest
 
+from bench.fake_upstream import FakeUpstream
 from ngai_chat import create_app
-from tests.support.fake_upstream import FakeUpstream
 from tests.support.helpers import Clock
 from tests.support.redis_server import redis_prefix  # noqa: F401 - fixtures
 from tests.support.redis_server import redis_server  # noqa: F401

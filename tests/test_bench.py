@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bench.compare import RELAYS
-from tests.support.live import ROOT
+from bench.live import ROOT
 
 
 def test_tiny_s4_runs_end_to_end(tmp_path: Path) -> None:

@@ -12,6 +12,10 @@ import pytest
 import redis
 import requests
 
+from bench import fake_upstream as fu
+from bench.live import LiveApp
+from bench.live import free_port
+from bench.live import wait_until
 from ngai_chat import ConfigError
 from ngai_chat import create_app
 from ngai_chat.budget import Budget
@@ -19,10 +23,6 @@ from ngai_chat.budget import parse_budget
 from ngai_chat.config import load_settings
 from ngai_chat.store import MemoryStore
 from tests.conftest import API_KEY
-from tests.support import fake_upstream as fu
-from tests.support.live import LiveApp
-from tests.support.live import free_port
-from tests.support.live import wait_until
 from tests.support.scripted import ScriptedUpstream
 from tests.support.scripted import text_stream
 from tests.support.sse_parse import StreamReader

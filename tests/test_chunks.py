@@ -9,6 +9,7 @@ import typing as t
 import pytest
 import sseclient
 
+from bench.fake_upstream import fixtures_dir
 from ngai_chat import errors
 from ngai_chat.chunks import REDACTED
 from ngai_chat.chunks import Answer
@@ -18,7 +19,6 @@ from ngai_chat.chunks import chunk_event_data
 from ngai_chat.chunks import done_data
 from ngai_chat.chunks import parse_chunk
 from ngai_chat.chunks import stream_error
-from tests.support.fake_upstream import fixtures_dir
 
 # --- EventSplitter ------------------------------------------------------------
 

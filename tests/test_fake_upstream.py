@@ -1,4 +1,4 @@
-"""The fake OpenRouter of :mod:`tests.support.fake_upstream`, tested over real sockets.
+"""The fake OpenRouter of :mod:`bench.fake_upstream`, tested over real sockets.
 
 The relay's timing tests trust it, so it is held to exact bytes, exact writes and
 prompt disconnect detection here, with plain ``requests`` and raw sockets.
@@ -15,22 +15,22 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.fake_upstream import Abort
-from tests.support.fake_upstream import Begin
-from tests.support.fake_upstream import Comment
-from tests.support.fake_upstream import Done
-from tests.support.fake_upstream import FakeUpstream
-from tests.support.fake_upstream import Hang
-from tests.support.fake_upstream import Pause
-from tests.support.fake_upstream import Raw
-from tests.support.fake_upstream import Recorded
-from tests.support.fake_upstream import Trickle
-from tests.support.fake_upstream import error_chunk
-from tests.support.fake_upstream import error_response
-from tests.support.fake_upstream import fixture_path
-from tests.support.fake_upstream import fixtures_dir
-from tests.support.fake_upstream import html_error
-from tests.support.fake_upstream import text_chunks
+from bench.fake_upstream import Abort
+from bench.fake_upstream import Begin
+from bench.fake_upstream import Comment
+from bench.fake_upstream import Done
+from bench.fake_upstream import FakeUpstream
+from bench.fake_upstream import Hang
+from bench.fake_upstream import Pause
+from bench.fake_upstream import Raw
+from bench.fake_upstream import Recorded
+from bench.fake_upstream import Trickle
+from bench.fake_upstream import error_chunk
+from bench.fake_upstream import error_response
+from bench.fake_upstream import fixture_path
+from bench.fake_upstream import fixtures_dir
+from bench.fake_upstream import html_error
+from bench.fake_upstream import text_chunks
 
 REPO = Path(__file__).resolve().parents[1]
 SSE_FIXTURES = sorted(path.stem for path in fixtures_dir().glob("*.sse"))

@@ -21,9 +21,9 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from bench.live import LiveApp
 from ngai_chat import create_app
 from tests.conftest import API_KEY
-from tests.support.live import LiveApp
 from tests.support.scripted import ScriptedUpstream
 from tests.support.scripted import text_stream
 

@@ -10,10 +10,10 @@ import typing as t
 import pytest
 import requests
 
+from bench import fake_upstream as fu
+from bench.live import LiveApp
+from bench.live import wait_until
 from tests.conftest import API_KEY
-from tests.support import fake_upstream as fu
-from tests.support.live import LiveApp
-from tests.support.live import wait_until
 from tests.support.sse_parse import StreamReader
 from tests.support.sse_parse import events
 from tests.support.sse_parse import parse

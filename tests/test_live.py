@@ -15,12 +15,12 @@ import uuid
 import pytest
 import requests
 
+from bench import fake_upstream as fu
+from bench.live import LiveApp
+from bench.live import free_port
+from bench.live import readers_that_never_read
+from bench.live import vm_rss_kib
 from tests.conftest import API_KEY
-from tests.support import fake_upstream as fu
-from tests.support.live import LiveApp
-from tests.support.live import free_port
-from tests.support.live import readers_that_never_read
-from tests.support.live import vm_rss_kib
 from tests.support.sse_parse import Frame
 from tests.support.sse_parse import StreamReader
 from tests.support.sse_parse import events

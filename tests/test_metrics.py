@@ -18,14 +18,14 @@ import requests
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import fake_upstream as fu
+from bench.live import LiveApp
+from bench.live import wait_until
 from ngai_chat import errors
 from ngai_chat.config import DEFAULT_MODEL
 from ngai_chat.metrics import Finished
 from ngai_chat.metrics import Metrics
 from tests.conftest import API_KEY
-from tests.support import fake_upstream as fu
-from tests.support.live import LiveApp
-from tests.support.live import wait_until
 from tests.support.scripted import ScriptedUpstream
 from tests.support.scripted import chunk
 from tests.support.scripted import text_stream

@@ -23,10 +23,10 @@ import uuid
 
 import pytest
 
+from bench import fake_upstream as fu
+from bench.live import ROOT
+from bench.live import LiveApp
 from ngai_chat.upstream.demo import demo_reply
-from tests.support import fake_upstream as fu
-from tests.support.live import ROOT
-from tests.support.live import LiveApp
 
 pytestmark = pytest.mark.live
 

@@ -8,9 +8,9 @@ import pytest
 import requests
 import responses
 
+from bench.fake_upstream import fixtures_dir
 from ngai_chat import errors
 from ngai_chat.upstream.openrouter import OpenRouterUpstream
-from tests.support.fake_upstream import fixtures_dir
 
 BASE = "https://openrouter.test/api/v1"
 KEY = "sk-or-v1-SECRET-abcdef"

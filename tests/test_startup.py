@@ -16,14 +16,14 @@ import pytest
 import requests
 from flask import Flask
 
+from bench.fake_upstream import FakeUpstream
+from bench.live import ROOT
+from bench.live import LiveApp
 from ngai_chat import chat_blueprint
 from ngai_chat.config import ConfigError
 from ngai_chat.config import load_server_settings
 from ngai_chat.store import store_from_url
 from tests.conftest import API_KEY
-from tests.support.fake_upstream import FakeUpstream
-from tests.support.live import ROOT
-from tests.support.live import LiveApp
 
 LAUNCHER = [sys.executable, "-m", "ngai_chat"]
 

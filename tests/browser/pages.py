@@ -10,7 +10,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.support.live import LiveApp
+from bench.live import LiveApp
 
 __all__ = ["enabled", "last_reply", "open_page", "send", "serve", "wait", "wait_finished"]
 

@@ -20,15 +20,15 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
+from bench import fake_upstream as fu
+from bench.live import ROOT
+from bench.live import LiveApp
 from tests.browser.pages import last_reply
 from tests.browser.pages import open_page
 from tests.browser.pages import send
 from tests.browser.pages import serve
 from tests.browser.pages import wait
 from tests.browser.pages import wait_finished
-from tests.support import fake_upstream as fu
-from tests.support.live import ROOT
-from tests.support.live import LiveApp
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 

@@ -1,6 +1,6 @@
 """The chat page (SPEC §3 ``GET /``) in a real headless Chromium.
 
-The app runs as in production (gunicorn + gevent, :class:`~tests.support.live.LiveApp`)
+The app runs as in production (gunicorn + gevent, :class:`~bench.live.LiveApp`)
 and relays from the fake upstream on 127.0.0.1; the browser drives the page the way a
 person does: it picks a model, types, presses Enter or Stop. The page talks to the API
 only through ``ngai-client.js``, so these tests hold the client to its promises too:
@@ -24,6 +24,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
+from bench import fake_upstream as fu
+from bench.live import ROOT
+from bench.live import LiveApp
+from bench.live import free_port
 from tests.browser.pages import enabled
 from tests.browser.pages import last_reply
 from tests.browser.pages import open_page
@@ -31,10 +35,6 @@ from tests.browser.pages import send
 from tests.browser.pages import serve
 from tests.browser.pages import wait
 from tests.browser.pages import wait_finished
-from tests.support import fake_upstream as fu
-from tests.support.live import ROOT
-from tests.support.live import LiveApp
-from tests.support.live import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 

@@ -14,9 +14,9 @@ import typing as t
 
 import pytest
 
+from bench.live import LiveApp
 from tests.browser.pages import serve
 from tests.browser.pages import wait
-from tests.support.live import LiveApp
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 

@@ -12,16 +12,16 @@ import typing as t
 
 import gevent
 
+from bench.fake_chunks import make_chunk
 from ngai_chat import errors
 from ngai_chat.upstream import Chunk
-from tests.support.chunks import make_chunk
 
 __all__ = ["ScriptedUpstream", "chunk", "text_stream"]
 
 
 def chunk(content: str | None = None, *, finish: str | None = None, **extra: t.Any) -> dict:
     """An OpenAI ``chat.completion.chunk`` with one choice (no role in its delta),
-    from :func:`tests.support.chunks.make_chunk` with this module's id and model.
+    from :func:`bench.fake_chunks.make_chunk` with this module's id and model.
     """
     model = extra.pop("model", "test/model")
     return make_chunk(

@@ -1,5 +1,5 @@
 """The one builder of OpenAI/OpenRouter ``chat.completion.chunk`` objects that the
-test doubles (:mod:`tests.support.fake_upstream` over sockets,
+test doubles (:mod:`bench.fake_upstream` over sockets,
 :mod:`tests.support.scripted` in process) and the benchmark script answers with.
 
 Shapes follow the recordings in ``tests/fixtures/openrouter/``: one choice with a

@@ -17,15 +17,46 @@ import subprocess
 import sys
 import tempfile
 import termios
+import time
 import typing as t
 from pathlib import Path
 
 import requests
 
-from tests.support.helpers import free_port
-from tests.support.helpers import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: t.Callable[[], t.Any],
+    timeout: float,
+    what: str = "the condition",
+    *,
+    interval: float = 0.02,
+    sleep: t.Callable[[float], t.Any] = time.sleep,
+) -> t.Any:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail
+    after ``timeout`` seconds.
+
+    :param what: said in the failure, e.g. ``"gunicorn on port 3000"``.
+    :param interval: seconds between polls.
+    :param sleep: how to wait between polls (``gevent.sleep`` lets greenlets run).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        sleep(interval)
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = [
     "ROOT",

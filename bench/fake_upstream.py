@@ -61,7 +61,7 @@ stops. A failed write counts as the client closing too. That is what lets tests 
 the relay to "the upstream connection is closed within 1 s of DELETE"
 (:meth:`FakeUpstream.wait_closed`).
 
-The chunks come from the one builder, :mod:`tests.support.chunks` (re-exported
+The chunks come from the one builder, :mod:`bench.fake_chunks` (re-exported
 here: :func:`make_chunk`, :func:`usage_chunk`, :func:`error_chunk`);
 :func:`text_chunks` makes the steps of a whole normal stream, and
 :func:`fixture_steps` replays a recorded fixture inside a script. The benchmark
@@ -95,12 +95,12 @@ from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from tests.support.chunks import DEFAULT_MODEL
-from tests.support.chunks import DEFAULT_USAGE
-from tests.support.chunks import error_chunk
-from tests.support.chunks import make_chunk
-from tests.support.chunks import new_generation_id
-from tests.support.chunks import usage_chunk
+from bench.fake_chunks import DEFAULT_MODEL
+from bench.fake_chunks import DEFAULT_USAGE
+from bench.fake_chunks import error_chunk
+from bench.fake_chunks import make_chunk
+from bench.fake_chunks import new_generation_id
+from bench.fake_chunks import usage_chunk
 
 __all__ = [
     "DEFAULT_FIXTURES_DIR",
@@ -141,7 +141,7 @@ log = logging.getLogger(__name__)
 
 #: the recorded OpenRouter responses kept in the repository (copied, unedited, from
 #: the project's shared fixtures; see their SOURCES.md); ``NGAI_FIXTURES_DIR`` overrides
-DEFAULT_FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "openrouter"
+DEFAULT_FIXTURES_DIR = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "openrouter"
 
 _FREE = {"prompt": "0", "completion": "0", "request": "0", "image": "0"}
 
