@@ -114,20 +114,15 @@ def init_app(
         info={"version": __version__, "store": store.kind, "upstream": upstream.name},
     )
     metrics.live_sessions = lambda: store.count_live()
-    counters = (
-        counter_storage(settings)
-        if settings.rate_limit is not None
-        or settings.budget_per_client is not None
-        or settings.budget_total is not None
-        else None
-    )
-    budgets = (
-        budgets_from_settings(
+    budgets: Budgets | None = None
+    rate_limiter: RateLimiter | None = None
+    if settings.rate_limit or settings.budget_per_client or settings.budget_total:
+        # one storage, built once, where the rate limit and the budgets both count
+        counters = counter_storage(settings)
+        rate_limiter = rate_limiter_for(settings, counters)
+        budgets = budgets_from_settings(
             settings.budget_per_client, settings.budget_total, storage=counters, clock=clock
         )
-        if counters is not None
-        else None
-    )
     services = Services(
         settings=settings,
         store=store,
@@ -145,7 +140,7 @@ def init_app(
         sweeper=Sweeper(store, settings.sweep_interval, clock=clock),
         models=ModelsCache(upstream, settings.models_cache_ttl),
         metrics=metrics,
-        rate_limiter=rate_limiter_for(settings, counters) if counters is not None else None,
+        rate_limiter=rate_limiter,
         budgets=budgets,
         clock=clock,
     )

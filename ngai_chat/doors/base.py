@@ -20,7 +20,7 @@ from flask import Blueprint
 from flask import current_app
 from flask import request
 from flask.blueprints import BlueprintSetupState
-from flask_cors.core import ACL_ORIGIN
+from flask_cors.core import FLASK_CORS_EVALUATED
 from flask_cors.core import get_cors_options
 from flask_cors.core import set_cors_headers
 from werkzeug.exceptions import HTTPException
@@ -138,9 +138,11 @@ def apply_cors(response: flask.Response) -> flask.Response:
     it to the whole app as well, whose routing errors are ours there.
     """
     services = current_app.extensions.get(EXTENSION)
-    if services is None or response.headers.get(ACL_ORIGIN):
-        return response  # not ours, or evaluated already
-    return set_cors_headers(response, _cors_options(services.settings.cors_origins))
+    if services is None or hasattr(response, FLASK_CORS_EVALUATED):
+        return response  # not ours, or evaluated already (by the blueprint's turn)
+    set_cors_headers(response, _cors_options(services.settings.cors_origins))
+    setattr(response, FLASK_CORS_EVALUATED, True)
+    return response
 
 
 bp.after_request(apply_cors)
