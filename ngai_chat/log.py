@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -158,7 +159,9 @@ def redact_key_in_our_records(secrets: list[str]) -> None:
     def make_record(*args: t.Any, **kwargs: t.Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         if _our_secrets and _ours(record.name):
-            _redact(record, _our_secrets)
+            # a bad format string is the handler's to report, as it would be without us
+            with contextlib.suppress(Exception):
+                _redact(record, _our_secrets)
         return record
 
     logging.setLogRecordFactory(make_record)
