@@ -407,7 +407,8 @@ def _parse(names: t.Iterable[str], sources: list[t.Mapping[str, t.Any]]) -> dict
         try:
             values[field] = parse(raw)
         except ValueError:
-            shown = "" if name in _SECRET_VARIABLES else f"={raw!r}"
+            # nor a value with user information (``https://user:password@host``)
+            shown = "" if name in _SECRET_VARIABLES or "@" in raw else f"={raw!r}"
             raise ConfigError(
                 f"Invalid {name}{shown}: expected {expected}. Fix it in the environment or .env."
             ) from None

@@ -81,7 +81,10 @@ def startup_notices(settings: Settings) -> list[tuple[int, str]]:
         notices.append((logging.WARNING, DEMO_NOTICE))
     else:
         notices.append(
-            (logging.INFO, f"relaying to {settings.base_url} (store: {settings.store_kind})")
+            (
+                logging.INFO,
+                f"relaying to {redact_url(settings.base_url)} (store: {settings.store_kind})",
+            )
         )
     if settings.open_relay:
         notices.append((logging.WARNING, OPEN_RELAY_WARNING))

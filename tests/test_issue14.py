@@ -32,6 +32,7 @@ from ngai_chat.log import REDACTED
 from ngai_chat.log import RedactingFilter
 from ngai_chat.log import redact_url
 from ngai_chat.log import redact_urls
+from ngai_chat.log import startup_notices
 from tests.conftest import API_KEY
 from tests.support.helpers import free_port
 from tests.support.helpers import wait_until
@@ -238,6 +239,23 @@ def test_an_unreachable_counter_redis_never_shows_its_password(
     response = app.test_client().post("/prepare", json=HELLO)
     assert response.status_code == 503
     assert PASSWORD not in response.get_data(as_text=True)
+    assert PASSWORD not in caplog.text
+
+
+def test_a_base_url_password_is_never_shown(caplog: pytest.LogCaptureFixture) -> None:
+    base = f"http://user:{PASSWORD}@127.0.0.1:{free_port()}/api/v1"
+    with pytest.raises(ConfigError) as refused:
+        load_settings({}, environ={"OPENROUTER_BASE_URL": f"ftp://u:{PASSWORD}@h"}, dotenv={})
+    assert PASSWORD not in str(refused.value) and "OPENROUTER_BASE_URL" in str(refused.value)
+    settings = load_settings(
+        {}, environ={"OPENROUTER_BASE_URL": base, "OPENROUTER_API_KEY": API_KEY}, dotenv={}
+    )
+    assert all(PASSWORD not in message for _, message in startup_notices(settings))
+    client = create_app({"OPENROUTER_BASE_URL": base, "OPENROUTER_API_KEY": API_KEY}).test_client()
+    sid = client.post("/prepare", json=HELLO).get_json()["sessionId"]
+    stream = client.get(f"/stream/{sid}").get_data(as_text=True)
+    assert "upstream_unavailable" in stream  # nothing listens there
+    assert PASSWORD not in stream and "user:[redacted]@127.0.0.1" in stream
     assert PASSWORD not in caplog.text
 
 

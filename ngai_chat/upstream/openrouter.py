@@ -31,6 +31,7 @@ from .. import errors
 from ..chunks import EventSplitter
 from ..chunks import parse_chunk
 from ..chunks import redact
+from ..log import redact_url
 from . import Chunk
 
 __all__ = ["OpenRouterUpstream", "error_from_response"]
@@ -264,7 +265,7 @@ class OpenRouterUpstream:
         }
 
     def __repr__(self) -> str:
-        return f"OpenRouterUpstream(base_url={self.base_url!r})"
+        return f"OpenRouterUpstream(base_url={redact_url(self.base_url)!r})"
 
     def _translate(self, exc: requests.RequestException) -> errors.UpstreamError:
         if isinstance(exc, requests.ConnectTimeout | requests.ReadTimeout):
@@ -272,7 +273,7 @@ class OpenRouterUpstream:
                 "The model provider did not answer in time; try again shortly."
             )
         return errors.UpstreamUnavailable(
-            f"Could not reach the model provider at {self.base_url}; try again shortly."
+            f"Could not reach the model provider at {redact_url(self.base_url)}; try again shortly."
         )
 
     def stream_chat(self, body: dict[str, t.Any], *, referer: str | None) -> _Stream:
