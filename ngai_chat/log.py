@@ -1,4 +1,12 @@
-"""Logging for the service, with the API key scrubbed from every line."""
+"""Logging, with the API key scrubbed from every line and the password of every URL
+shown redacted (:func:`redact_url`).
+
+Two modes, as a library should: for a server we run ourselves (``create_app``,
+gunicorn) :func:`configure_logging` sets up handlers and formats; a blueprint mounted
+in a host app sets up nothing, and only takes the key out of the records of the
+``ngai_chat`` loggers when they are made (:func:`redact_key_in_our_records`), so that
+the host's handlers get them clean.
+"""
 
 from __future__ import annotations
 
