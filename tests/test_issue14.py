@@ -293,6 +293,11 @@ def host_logging() -> t.Iterator[Collect]:
     for handler in saved[0]:
         ours.removeHandler(handler)
     ours.propagate, ours.level = True, logging.NOTSET
+    # a standalone app made earlier in this process filtered the root's handlers
+    # (pytest's among them): a host that never made one has no such filters
+    filtered = [(h, f) for h in root.handlers for f in h.filters if isinstance(f, RedactingFilter)]
+    for each, redacting in filtered:
+        each.removeFilter(redacting)
     handler = Collect()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -300,6 +305,8 @@ def host_logging() -> t.Iterator[Collect]:
         yield handler
     finally:
         root.removeHandler(handler)
+        for each, redacting in filtered:
+            each.addFilter(redacting)
         root.setLevel(saved_root_level)
         for each in list(ours.handlers):
             ours.removeHandler(each)
