@@ -158,6 +158,7 @@ function persist(chat) {
   chats = [{ id: chat.id, title: chat.title, updated: chat.updated }, ...chats.filter((c) => c.id !== chat.id)];
   const dropped = keep(chat.id, data);
   writeIndex();
+  if (chat === conv) storageSet(CURRENT_KEY, chat.id);
   return dropped;
 }
 
@@ -442,7 +443,7 @@ function renderPending() {
       const a = entry.attachment;
       li.dataset.state = a ? "ready" : "processing";
       if (a?.kind === "image") li.append(imageButton(a.dataUrl, a.name, "thumb-open"));
-      else li.append(node("span", "file-chip", a ? `📄 ${a.name} · ${formatBytes(a.size)}` : `${entry.name}…`));
+      else li.append(node("span", "file-chip", a ? `PDF · ${a.name} · ${formatBytes(a.size)}` : `${entry.name}…`));
       li.append(
         button("×", "remove", () => {
           pending = pending.filter((p) => p !== entry);
@@ -466,7 +467,7 @@ function attachmentsView(attachments) {
     } else if (a.kind === "image") {
       box.append(imageButton(a.dataUrl, a.name, "thumb-open"));
     } else {
-      const chip = node("span", "file-chip", `📄 ${a.name} · ${formatBytes(a.size)}`);
+      const chip = node("span", "file-chip", `PDF · ${a.name} · ${formatBytes(a.size)}`);
       chip.title = `${a.name}, ${formatBytes(a.size)}, PDF`;
       box.append(chip);
     }
@@ -842,7 +843,7 @@ function renderChatList() {
       }
       const rename = button("✎", "chat-rename icon", () => startRename(li, chat), `Rename “${title}”`);
       rename.dataset.testid = "chat-rename";
-      const remove = button("🗑", "chat-delete icon", () => {
+      const remove = button("✕", "chat-delete icon", () => {
         if (remove.dataset.confirm !== "true") {
           remove.dataset.confirm = "true";
           remove.textContent = "Delete?";
@@ -855,7 +856,7 @@ function renderChatList() {
       remove.addEventListener("blur", () => {
         if (remove.dataset.confirm !== "true") return;
         delete remove.dataset.confirm;
-        remove.textContent = "🗑";
+        remove.textContent = "✕";
         remove.setAttribute("aria-label", `Delete “${title}”`);
       });
       li.append(open, rename, remove);
