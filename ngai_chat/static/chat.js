@@ -76,7 +76,8 @@ let pendingIds = 0;
 // -- storage ---------------------------------------------------------------------------
 
 function newConversation() {
-  return { id: `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`, title: "", titled: false, updated: 0, turns: [] };
+  const id = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+  return { id, title: "", titled: false, updated: 0, turns: [] };
 }
 
 function storageGet(key) {
@@ -168,8 +169,13 @@ function keep(id, data) {
   // Too big: drop attachments, the largest first, until it fits.
   const heavy = [];
   data.turns.forEach((turn, t) => {
-    (turn.attachments ?? []).forEach((a, i) => a.dataUrl && heavy.push({ t, list: "attachments", i, size: a.dataUrl.length, name: a.name }));
-    (turn.images ?? []).forEach((image, i) => image.url?.startsWith("data:") && heavy.push({ t, list: "images", i, size: image.url.length, name: `generated image ${i + 1}` }));
+    (turn.attachments ?? []).forEach((a, i) => {
+      if (a.dataUrl) heavy.push({ t, list: "attachments", i, size: a.dataUrl.length, name: a.name });
+    });
+    (turn.images ?? []).forEach((image, i) => {
+      const size = image.url?.startsWith("data:") ? image.url.length : 0;
+      if (size) heavy.push({ t, list: "images", i, size, name: `generated image ${i + 1}` });
+    });
   });
   heavy.sort((a, b) => b.size - a.size);
   const dropped = [];
@@ -403,7 +409,8 @@ async function prepareFile(file) {
   const isPdf = file.type === "application/pdf" || (!file.type && /\.pdf$/i.test(file.name));
   if (isPdf) {
     if (file.size > MAX_PDF_BYTES) {
-      throw new Error(`${file.name} is ${formatBytes(file.size)}: PDFs up to ${formatBytes(MAX_PDF_BYTES)} can be attached.`);
+      const limit = formatBytes(MAX_PDF_BYTES);
+      throw new Error(`${file.name} is ${formatBytes(file.size)}: PDFs up to ${limit} can be attached.`);
     }
     const read = await readAsDataUrl(file);
     const dataUrl = `data:application/pdf;base64,${read.slice(read.indexOf(",") + 1)}`;
@@ -627,7 +634,8 @@ class Answer {
       shown.querySelector("img").addEventListener("load", () => scrollToEnd(wasNear), { once: true });
       this.gallery.append(shown);
     } else {
-      this.gallery.append(node("p", "note warn", `${name} was not shown: only data: (png, jpeg, webp, gif) and https: images are.`));
+      const why = `${name} was not shown: only data: (png, jpeg, webp, gif) and https: images are.`;
+      this.gallery.append(node("p", "note warn", why));
     }
     scrollToEnd(wasNear);
   }
@@ -636,7 +644,8 @@ class Answer {
   addDroppedImage() {
     this.images.push({ dropped: true });
     this.gallery.hidden = false;
-    this.gallery.append(node("span", "file-chip dropped", `Generated image ${this.images.length} · not kept (the browser's storage was full)`));
+    const why = `Generated image ${this.images.length} · not kept (the browser's storage was full)`;
+    this.gallery.append(node("span", "file-chip dropped", why));
   }
 
   setToolCall(call, index) {
@@ -1098,7 +1107,12 @@ async function send() {
         grow(el.prompt);
       }
       if (attachments.length && !pending.length) {
-        pending = attachments.map((attachment) => ({ id: (pendingIds += 1), name: attachment.name, attachment, ready: Promise.resolve(attachment) }));
+        pending = attachments.map((attachment) => ({
+          id: (pendingIds += 1),
+          name: attachment.name,
+          attachment,
+          ready: Promise.resolve(attachment),
+        }));
         renderPending();
       }
     },
@@ -1193,7 +1207,8 @@ function priceOf(model) {
   if (!pricing || typeof pricing !== "object") return "";
   const prompt = Number(pricing.prompt);
   const completion = Number(pricing.completion);
-  if (!Number.isFinite(prompt) || !Number.isFinite(completion) || pricing.prompt === "" || pricing.completion === "") return "";
+  const given = pricing.prompt !== "" && pricing.completion !== "";
+  if (!given || !Number.isFinite(prompt) || !Number.isFinite(completion)) return "";
   if (prompt < 0 || completion < 0) return "price varies";
   if (prompt === 0 && completion === 0) return "free";
   return `${perMillion(prompt)} in · ${perMillion(completion)} out per M tokens`;
@@ -1204,14 +1219,20 @@ function modelLabel(model) {
   return price ? `${model.name || model.id} — ${price}` : model.name || model.id;
 }
 
+/** The models whose id, name or price has every word of `query`. */
+function matching(query) {
+  const words = query.toLowerCase().split(/\s+/).filter(Boolean);
+  return models.filter((m) => {
+    const hay = `${m.id} ${m.name ?? ""} ${priceOf(m)}`.toLowerCase();
+    return words.every((w) => hay.includes(w));
+  });
+}
+
 /** The options, narrowed to the models matching every word of the search. */
 function fillModels() {
   const words = el.modelFilter.value.toLowerCase().split(/\s+/).filter(Boolean);
   const chosen = el.model.value;
-  const matches = models.filter((m) => {
-    const hay = `${m.id} ${m.name ?? ""} ${priceOf(m)}`.toLowerCase();
-    return words.every((w) => hay.includes(w));
-  });
+  const matches = matching(el.modelFilter.value);
   const shown = matches.some((m) => m.id === chosen) ? matches : [...models.filter((m) => m.id === chosen), ...matches];
   el.model.replaceChildren(...shown.map((m) => new Option(modelLabel(m), m.id)));
   if (words.length && !matches.length) {
@@ -1296,8 +1317,9 @@ el.modelFilter.addEventListener("input", fillModels);
 el.modelFilter.addEventListener("keydown", (event) => {
   if (event.key !== "Enter") return;
   event.preventDefault();
-  const first = [...el.model.options].find((o) => !o.disabled && o.value && o.value !== el.model.value && `${o.value} ${o.textContent}`.toLowerCase().includes(el.modelFilter.value.trim().toLowerCase()));
-  if (first) chooseModel(first.value);
+  // Enter takes the first match, unless the current choice matches too.
+  const matches = matching(el.modelFilter.value);
+  if (matches.length && !matches.some((m) => m.id === el.model.value)) chooseModel(matches[0].id);
   el.modelFilter.value = "";
   fillModels();
   el.prompt.focus();

@@ -331,9 +331,7 @@ def test_hostile_answer_runs_no_script(driver: t.Any, app: LiveApp) -> None:
     assert driver.execute_script("return window.__pwned ?? null") is None
 
 
-def test_conversation_survives_a_reload_and_new_chat_keeps_it(
-    driver: t.Any, app: LiveApp
-) -> None:
+def test_conversation_survives_a_reload_and_new_chat_keeps_it(driver: t.Any, app: LiveApp) -> None:
     open_page(driver, app.url("/"), THINKER)
     send(driver, "First question")
     assert wait_finished(driver, 1)["state"] == "done"

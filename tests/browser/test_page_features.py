@@ -1,6 +1,6 @@
 """The chat page's newer features (SPEC §3 ``GET /``, issue 19) in a real headless Chromium.
 
-Attachments by the button, by paste and by drop (a 4000×3000 image arrives upstream at
+Attachments by the button, by paste and by drop (a 4000 x 3000 image arrives upstream at
 2048 px; a PDF as a ``file`` part), generated images and tool calls scripted through
 the fake upstream, the list of past conversations (reopen, rename, delete, kept across
 a reload with their thumbnails, storage full), edit-and-resend, Copy, the growing
@@ -20,6 +20,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
@@ -47,7 +48,8 @@ COUNTER = "test/counter"
 LONG = "test/long"
 
 TOOL_ARGS = ['{"city": "Pa', 'ris", "unit"', ': "celsius", "days": [1, 2]}']
-TIME_ARGS = '{"timezone": "Europe/Paris"}'
+TIME = {"timezone": "Europe/Paris"}
+TIME_ARGS = json.dumps(TIME)
 
 
 # -- images made here (zlib + struct: no imaging library needed) -------------------------
@@ -259,14 +261,15 @@ const done = arguments[arguments.length - 1];
   const pasted = new DataTransfer();
   pasted.items.add(await window.__makeFile('pasted.png', 300, 200, 'image/png', false));
   const prompt = document.getElementById('prompt');
-  const paste = new ClipboardEvent('paste', {clipboardData: pasted, bubbles: true, cancelable: true});
+  const how = {bubbles: true, cancelable: true};
+  const paste = new ClipboardEvent('paste', {clipboardData: pasted, ...how});
   prompt.dispatchEvent(paste);
   const dropped = new DataTransfer();
   dropped.items.add(await window.__makeFile('dropped.png', 200, 300, 'image/png', false));
   const log = document.getElementById('log');
-  log.dispatchEvent(new DragEvent('dragenter', {dataTransfer: dropped, bubbles: true, cancelable: true}));
+  log.dispatchEvent(new DragEvent('dragenter', {dataTransfer: dropped, ...how}));
   const zoneShown = !document.getElementById('drop-zone').hidden;
-  const drop = new DragEvent('drop', {dataTransfer: dropped, bubbles: true, cancelable: true});
+  const drop = new DragEvent('drop', {dataTransfer: dropped, ...how});
   log.dispatchEvent(drop);
   done({
     pasteTaken: paste.defaultPrevented,
@@ -318,7 +321,8 @@ def test_a_big_photo_arrives_at_2048_px_and_a_pdf_as_a_file_part(
     # The message shows thumbnails (loaded) and the PDF's name and size.
     shown = driver.execute_script(
         "const m = document.querySelector('.msg.user');"
-        "return {imgs: [...m.querySelectorAll('.attachments img')].map(i => [i.alt, i.naturalWidth]),"
+        "return {imgs: [...m.querySelectorAll('.attachments img')]"
+        "  .map(i => [i.alt, i.naturalWidth]),"
         " chips: [...m.querySelectorAll('.attachments .file-chip')].map(c => c.textContent),"
         " pending: document.querySelectorAll('[data-testid=pending-item]').length}"
     )
@@ -341,9 +345,7 @@ def test_a_big_photo_arrives_at_2048_px_and_a_pdf_as_a_file_part(
     no_console_errors(driver)
 
 
-def test_paste_and_drop_attach_images(
-    screen: t.Any, app: LiveApp, fake: fu.FakeUpstream
-) -> None:
+def test_paste_and_drop_attach_images(screen: t.Any, app: LiveApp, fake: fu.FakeUpstream) -> None:
     driver = screen
     open_page(driver, app.url("/"), ATTACH)
     driver.execute_script(MAKE_FILE_JS)
@@ -424,7 +426,9 @@ def test_generated_image_is_shown_readable_opens_full_size_and_survives_a_reload
     turns = saved_turns(driver)
     assert turns[1]["images"] == [{"url": GENERATED_URL}]
     open_page(driver, app.url("/"), fresh=False)
-    again = wait(driver).until(lambda d: (x := extras(d))["images"] and x["images"][0]["natural"] and x)
+    again = wait(driver).until(
+        lambda d: (x := extras(d))["images"] and x["images"][0]["natural"] and x
+    )
     assert [i["src"] for i in again["images"]] == [GENERATED_URL]
     no_console_errors(driver)
 
@@ -441,7 +445,7 @@ def test_tool_calls_show_folded_with_name_and_pretty_arguments(
     weather = json.dumps({"city": "Paris", "unit": "celsius", "days": [1, 2]}, indent=2)
     assert got["tools"] == [
         {"open": False, "summary": "Tool call get_weather", "args": weather},
-        {"open": False, "summary": "Tool call get_time", "args": '{\n  "timezone": "Europe/Paris"\n}'},
+        {"open": False, "summary": "Tool call get_time", "args": json.dumps(TIME, indent=2)},
     ]
     assert got["copy"] and got["regenerate"], "a tool-call answer is a full answer"
     driver.find_element(By.CSS_SELECTOR, "[data-testid=tool-call] summary").click()
@@ -457,7 +461,11 @@ def test_tool_calls_show_folded_with_name_and_pretty_arguments(
             "type": "function",
             "function": {"name": "get_weather", "arguments": "".join(TOOL_ARGS)},
         },
-        {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": TIME_ARGS}},
+        {
+            "id": "call_2",
+            "type": "function",
+            "function": {"name": "get_time", "arguments": TIME_ARGS},
+        },
     ]
     # The next turn: the answer without text is not sent back (its calls were never run).
     Select(driver.find_element(By.ID, "model")).select_by_value(COUNTER)
@@ -479,8 +487,10 @@ import(new URL('static/ngai-client.js', document.baseURI).href).then(async (clie
     baseUrl: document.querySelector('meta[name=ngai-api-base]').content,
     model,
     messages: [{role: 'user', content: 'Go.'}],
-    onImage: (image, chunk) => calls.push(['image', image.image_url.url.slice(0, 30), chunk.object]),
-    onToolCall: (call, index) => calls.push(['tool', index, call.function.name, call.function.arguments]),
+    onImage: (image, chunk) =>
+      calls.push(['image', image.image_url.url.slice(0, 30), chunk.object]),
+    onToolCall: (call, index) =>
+      calls.push(['tool', index, call.function.name, call.function.arguments]),
   });
   done({result, calls});
 }).catch((error) => done({error: String(error && error.stack || error)}));
@@ -582,13 +592,18 @@ def test_past_conversations_reopen_rename_delete_and_survive_a_reload(
     assert user_texts(driver) == ["Tell me about cats\nand their whiskers."]
 
     # Delete asks once more, then the conversation is gone from the list and the storage.
-    delete = driver.find_elements(By.CSS_SELECTOR, "[data-testid=chat-delete]")[0]
+    # (With a mouse, Rename and Delete show on the conversation pointed at.)
+    other = driver.find_elements(By.CSS_SELECTOR, "[data-testid=chat-item]")[0]
+    ActionChains(driver).move_to_element(other).perform()
+    delete = other.find_element(By.CSS_SELECTOR, "[data-testid=chat-delete]")
     delete.click()
     assert chat_titles(driver) == ["Dogs now", "Cats"]
     assert delete.text == "Delete?"
     delete.click()
     assert chat_titles(driver) == ["Cats"]
-    keys = driver.execute_script("return Object.keys(localStorage).filter(k => k.includes(':chat:'))")
+    keys = driver.execute_script(
+        "return Object.keys(localStorage).filter(k => k.includes(':chat:'))"
+    )
     assert len(keys) == 1
     assert user_texts(driver) == ["Tell me about cats\nand their whiskers."]
 
@@ -604,7 +619,8 @@ def test_past_conversations_reopen_rename_delete_and_survive_a_reload(
     wait(driver).until(lambda d: d.find_element(By.ID, "chats").is_displayed())
     screenshot(driver, "chat-list-phone.png")
     driver.find_element(By.CSS_SELECTOR, "[data-testid=chat-open]").click()
-    wait(driver).until(lambda d: d.find_element(By.ID, "menu").get_attribute("aria-expanded") == "false")
+    menu = driver.find_element(By.ID, "menu")
+    wait(driver).until(lambda d: menu.get_attribute("aria-expanded") == "false")
     no_console_errors(driver)
 
 
@@ -633,9 +649,7 @@ return freed;
 """
 
 
-def test_storage_full_keeps_the_text_and_names_what_it_dropped(
-    screen: t.Any, app: LiveApp
-) -> None:
+def test_storage_full_keeps_the_text_and_names_what_it_dropped(screen: t.Any, app: LiveApp) -> None:
     driver = screen
     open_page(driver, app.url("/"), ATTACH)
     driver.execute_script(MAKE_FILE_JS)
@@ -778,9 +792,10 @@ def test_model_picker_lists_every_model_with_prices_searchable_and_kept(
     # the current choice stays, the matches follow
     assert set(values) == {chosen.get_attribute("value"), "anthropic/claude-3.7-sonnet"}
     search.send_keys(Keys.ENTER)
-    assert Select(driver.find_element(By.ID, "model")).first_selected_option.get_attribute(
-        "value"
-    ) == "anthropic/claude-3.7-sonnet"
+    assert (
+        Select(driver.find_element(By.ID, "model")).first_selected_option.get_attribute("value")
+        == "anthropic/claude-3.7-sonnet"
+    )
     assert search.get_attribute("value") == ""
 
     open_page(driver, app.url("/"), fresh=False)
@@ -819,11 +834,11 @@ def test_regenerate_in_view_bubble_not_narrow_and_phone_tables_scroll(
     driver = screen
     open_page(driver, app.url("/"), LONG)
     send(driver, "A long answer, please.")
-    early = wait(driver).until(
-        lambda d: (g := d.execute_script(GEOMETRY_JS))["text"] > 0 and g
-    )
+    early = wait(driver).until(lambda d: (g := d.execute_script(GEOMETRY_JS))["text"] > 0 and g)
     assert wait_finished(driver, 1)["state"] == "done"
-    late = wait(driver).until(lambda d: (g := d.execute_script(GEOMETRY_JS))["regenInView"] is not None and g)
+    late = wait(driver).until(
+        lambda d: (g := d.execute_script(GEOMETRY_JS))["regenInView"] is not None and g
+    )
     assert late["regenInView"] is True, "Regenerate is cut off below the log"
     assert early["width"] == late["width"], "the answer's bubble widened as it streamed"
 
@@ -876,9 +891,7 @@ def test_screenshots_light_dark_phone(screen: t.Any, app: LiveApp, tmp_path: Pat
             "return [...document.querySelectorAll('img')].every(i => i.complete)"
         )
     )
-    driver.execute_script(
-        "document.querySelector('.generated')?.scrollIntoView({block: 'center'})"
-    )
+    driver.execute_script("document.querySelector('.generated')?.scrollIntoView({block: 'center'})")
     screenshot(driver, "chat-features-light.png")
     driver.execute_cdp_cmd(
         "Emulation.setEmulatedMedia",
@@ -894,8 +907,6 @@ def test_screenshots_light_dark_phone(screen: t.Any, app: LiveApp, tmp_path: Pat
         "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert overflow <= 0
-    driver.execute_script(
-        "document.querySelector('.generated')?.scrollIntoView({block: 'center'})"
-    )
+    driver.execute_script("document.querySelector('.generated')?.scrollIntoView({block: 'center'})")
     screenshot(driver, "chat-features-phone.png")
     no_console_errors(driver)
