@@ -999,6 +999,7 @@ async function answer(context, { onFailed } = {}) {
       baseUrl: apiBase,
       model,
       messages: messagesOf(context),
+      ...(drawsImages(model) ? { modalities: ["image", "text"] } : {}),
       signal: controller.signal,
       onReasoning(piece) {
         reply.addReasoning(piece);
@@ -1243,6 +1244,12 @@ function fillModels() {
   if (chosen && shown.some((m) => m.id === chosen)) el.model.value = chosen;
   el.model.title = el.model.selectedOptions[0]?.textContent ?? "";
   el.modelFilter.dataset.matches = String(matches.length);
+}
+
+/** Whether the model can answer with images: OpenRouter then wants `modalities` asked. */
+function drawsImages(id) {
+  const outputs = models.find((m) => m.id === id)?.architecture?.output_modalities;
+  return Array.isArray(outputs) && outputs.includes("image");
 }
 
 function chooseModel(id) {

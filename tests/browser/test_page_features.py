@@ -46,6 +46,7 @@ IMAGER = "test/imager"
 TOOLER = "test/tooler"
 COUNTER = "test/counter"
 LONG = "test/long"
+PAINTER = "test/painter"
 
 TOOL_ARGS = ['{"city": "Pa', 'ris", "unit"', ': "celsius", "days": [1, 2]}']
 TIME = {"timezone": "Europe/Paris"}
@@ -178,6 +179,15 @@ def fake() -> t.Iterator[fu.FakeUpstream]:
             server.models["data"].append(
                 {"id": model, "name": model, "pricing": {"prompt": "0", "completion": "0"}}
             )
+        server.models["data"].append(
+            {
+                "id": PAINTER,
+                "name": PAINTER,
+                "architecture": {"output_modalities": ["image", "text"]},
+                "pricing": {"prompt": "0", "completion": "0"},
+            }
+        )
+        server.script(PAINTER, lambda request: imager_steps())
         server.script(ATTACH, fu.text_chunks(["Got ", "them."], model=ATTACH))
         server.script(IMAGER, lambda request: imager_steps())
         server.script(TOOLER, lambda request: tooler_steps())
@@ -910,3 +920,26 @@ def test_screenshots_light_dark_phone(screen: t.Any, app: LiveApp, tmp_path: Pat
     driver.execute_script("document.querySelector('.generated')?.scrollIntoView({block: 'center'})")
     screenshot(driver, "chat-features-phone.png")
     no_console_errors(driver)
+
+
+#: record the bodies the page posts to /prepare
+RECORD_PREPARE_JS = """
+window.__prepared = [];
+const fetch = window.fetch;
+window.fetch = (url, init) => {
+  if (String(url).endsWith('/prepare')) window.__prepared.push(JSON.parse(init.body));
+  return fetch(url, init);
+};
+"""
+
+
+def test_image_models_are_asked_for_images(driver: t.Any, app: LiveApp) -> None:
+    """OpenRouter draws only when asked: ``modalities`` for models that output images."""
+    for model, asked in ((PAINTER, ["image", "text"]), (COUNTER, None)):
+        open_page(driver, app.url("/"), model)
+        driver.execute_script(RECORD_PREPARE_JS)
+        send(driver, "Draw a cat.")
+        wait_finished(driver, 1)
+        body = driver.execute_script("return window.__prepared[0]")
+        assert body["model"] == model
+        assert body.get("modalities") == asked
