@@ -341,6 +341,7 @@ el.viewer.addEventListener("close", () => el.viewerImg.removeAttribute("src"));
 function imageButton(url, name, className) {
   const open = button("", className, () => openViewer(url, name), `Open ${name} full size`);
   const img = node("img");
+  img.referrerPolicy = "no-referrer"; // an https: image learns nothing of this page
   img.src = url;
   img.alt = name;
   img.decoding = "async";

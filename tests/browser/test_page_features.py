@@ -489,11 +489,22 @@ def test_tool_calls_show_folded_with_name_and_pretty_arguments(
 
 
 CLIENT_JS = """
-const [model] = arguments;
+const [model, fromDone] = arguments;
 const done = arguments[arguments.length - 1];
+// fromDone: a server whose done event has toolCalls of its own (SPEC §3)
+class WithToolCalls extends EventSource {
+  addEventListener(type, listener, options) {
+    if (type !== 'done') return super.addEventListener(type, listener, options);
+    return super.addEventListener(type, (event) => {
+      const data = JSON.stringify({...JSON.parse(event.data), toolCalls: fromDone});
+      listener({data, lastEventId: event.lastEventId});
+    }, options);
+  }
+}
 import(new URL('static/ngai-client.js', document.baseURI).href).then(async (client) => {
   const calls = [];
   const result = await client.streamChat({
+    EventSource: fromDone ? WithToolCalls : EventSource,
     baseUrl: document.querySelector('meta[name=ngai-api-base]').content,
     model,
     messages: [{role: 'user', content: 'Go.'}],
@@ -509,14 +520,14 @@ import(new URL('static/ngai-client.js', document.baseURI).href).then(async (clie
 
 def test_client_gives_images_and_tool_calls(driver: t.Any, app: LiveApp) -> None:
     open_page(driver, app.url("/"))
-    got = driver.execute_async_script(CLIENT_JS, IMAGER)
+    got = driver.execute_async_script(CLIENT_JS, IMAGER, None)
     assert "error" not in got, got
     assert got["result"]["images"][0] == {"type": "image_url", "image_url": {"url": GENERATED_URL}}
     assert len(got["result"]["images"]) == 3  # as sent: the page decides what it shows
     assert got["calls"][0] == ["image", GENERATED_URL[:30], "chat.completion.chunk"]
     assert got["result"]["toolCalls"] == []
 
-    got = driver.execute_async_script(CLIENT_JS, TOOLER)
+    got = driver.execute_async_script(CLIENT_JS, TOOLER, None)
     assert "error" not in got, got
     result, calls = got["result"], got["calls"]
     assert result["finishReason"] == "tool_calls"
@@ -530,6 +541,12 @@ def test_client_gives_images_and_tool_calls(driver: t.Any, app: LiveApp) -> None
     assert calls[-1] == ["tool", 0, "get_weather", "".join(TOOL_ARGS)]
     assert ["tool", 1, "get_time", TIME_ARGS] in calls
     assert result["images"] == []
+
+    # The server's done.toolCalls, when it has them, are the result's.
+    server_calls = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    got = driver.execute_async_script(CLIENT_JS, TOOLER, server_calls)
+    assert "error" not in got, got
+    assert got["result"]["toolCalls"] == server_calls
 
 
 # -- conversations ---------------------------------------------------------------------------
