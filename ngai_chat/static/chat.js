@@ -148,7 +148,8 @@ function storedTurn(turn) {
  * Keep `chat` in localStorage. When it does not fit, its attachments (the largest first)
  * are left out of the stored copy until it does: the text is always kept.
  *
- * @returns {string[]} the names of the attachments that were left out
+ * @returns {string[] | null} the names of the attachments that were left out; null when
+ *     not even the text could be kept
  */
 function persist(chat) {
   if (chat.deleted || !chat.turns.length) return [];
@@ -163,7 +164,11 @@ function persist(chat) {
   return dropped;
 }
 
-/** Store `data`, leaving out attachments, the largest first, until it fits. */
+/**
+ * Store `data`, leaving out attachments, the largest first, until it fits.
+ *
+ * @returns {string[] | null} the names of what was left out; null when nothing could be kept
+ */
 function keep(id, data) {
   if (storageSet(chatKey(id), data)) return [];
   // Too big: drop attachments, the largest first, until it fits.
@@ -187,7 +192,7 @@ function keep(id, data) {
     dropped.push(item.name);
     if (storageSet(chatKey(id), data)) return dropped;
   }
-  return dropped; // not even the text fits (or storage is off): it lasts as long as the page
+  return null; // not even the text fits (or storage is off): it lasts as long as the page
 }
 
 function removeChat(id) {
@@ -974,6 +979,10 @@ function newChat() {
 // -- chatting --------------------------------------------------------------------------
 
 function tellDropped(names) {
+  if (names === null) {
+    setStatus("The browser's storage is full (or off): this conversation lasts only as long as the page.", "warn");
+    return;
+  }
   if (!names.length) return;
   setStatus(`The browser's storage is full: this conversation's text is kept, but not ${names.join(", ")}.`, "warn");
 }

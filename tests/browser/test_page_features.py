@@ -960,3 +960,44 @@ def test_image_models_are_asked_for_images(driver: t.Any, app: LiveApp) -> None:
         body = driver.execute_script("return window.__prepared[0]")
         assert body["model"] == model
         assert body.get("modalities") == asked
+
+
+def test_storage_with_no_room_at_all_says_the_conversation_is_not_kept(
+    screen: t.Any, app: LiveApp
+) -> None:
+    driver = screen
+    open_page(driver, app.url("/"), COUNTER)
+    try:
+        driver.execute_script(FILL_STORAGE_JS, 0)
+        send(driver, "Nowhere to keep this.")
+        assert wait_finished(driver, 1)["state"] == "done"
+        status = driver.find_element(By.ID, "status")
+        assert "lasts only as long as the page" in status.text, status.text
+    finally:
+        driver.execute_script("localStorage.clear()")
+    no_console_errors(driver)
+
+
+def test_the_one_conversation_an_older_page_kept_joins_the_list(
+    driver: t.Any, app: LiveApp
+) -> None:
+    open_page(driver, app.url("/"))
+    old = {
+        "v": 1,
+        "turns": [
+            {"role": "user", "content": "From before the list"},
+            {"role": "assistant", "content": "An old answer.", "model": COUNTER},
+        ],
+    }
+    driver.execute_script(
+        "localStorage.setItem('ngai-chat:conversation:/', JSON.stringify(arguments[0]))", old
+    )
+    open_page(driver, app.url("/"), fresh=False)
+    assert chat_titles(driver) == ["From before the list"]
+    assert user_texts(driver) == ["From before the list"]
+    assert last_reply(driver)["text"] == "An old answer."
+    assert driver.execute_script("return localStorage.getItem('ngai-chat:conversation:/')") is None
+    assert [turn["content"] for turn in saved_turns(driver)] == [
+        "From before the list",
+        "An old answer.",
+    ]
