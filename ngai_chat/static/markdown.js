@@ -710,7 +710,8 @@ function emphasis(scan, i, run, parent, flush, inLink) {
 
 // -- rendering ----------------------------------------------------------------------
 
-async function copyText(text) {
+/** Put `text` on the clipboard (with a fallback where the Clipboard API is missing). */
+export async function copyText(text) {
   try {
     await navigator.clipboard.writeText(text);
     return true;

@@ -14,6 +14,21 @@
  *     // next turn: send the answer back with its reasoning_details, unchanged
  *     messages.push({ role: "assistant", content: text, reasoning_details: reasoningDetails });
  *
+ * Beyond text, the result (and the callbacks, as they stream) carries what today's models
+ * send: `images`, the generated images as sent (`{type: "image_url", image_url: {url}}`,
+ * the url a `data:image/png;base64,…` URL of several MB or an `https:` URL; onImage
+ * is called once per image), and `toolCalls`, the answer's tool calls assembled from the
+ * `delta.tool_calls` fragments by their `index` (`[{id, type: "function", function: {name,
+ * arguments}}]`, arguments a JSON string; onToolCall is called with the call so far each
+ * time a fragment of it arrives). `toolCalls` comes from the server's `done` when it has
+ * them, from the fragments otherwise. Attachments go in as OpenAI content parts:
+ *
+ *     messages: [{ role: "user", content: [
+ *       { type: "text", text: "What is in this picture?" },
+ *       { type: "image_url", image_url: { url: "data:image/jpeg;base64,…" } },
+ *       { type: "file", file: { filename: "a.pdf", file_data: "data:application/pdf;base64,…" } },
+ *     ] }]
+ *
  * The hard parts of EventSource it gets right:
  *
  * - An `error` event means two different things. The server's `error` event is a
@@ -60,6 +75,23 @@
  *     first appearance; `[]` when none
  * @property {object[]} reasoningDetails the answer's `reasoning_details`, merged; send them
  *     back unchanged on the assistant message of the next turn; `[]` when none
+ * @property {GeneratedImage[]} images the images the model generated, in order, as sent
+ *     (`choices[0].delta.images`); `[]` when none
+ * @property {ToolCall[]} toolCalls the answer's tool calls, assembled by `index`; `[]` when
+ *     none (the finish reason is then usually `tool_calls`)
+ */
+
+/**
+ * @typedef {object} GeneratedImage an image the model made (OpenRouter's `delta.images` item)
+ * @property {"image_url"} type
+ * @property {{url: string}} image_url `data:image/png;base64,…` (or jpeg, webp) or `https://…`
+ */
+
+/**
+ * @typedef {object} ToolCall a function the model asks to call
+ * @property {string} id the call's id, to answer with a `tool` message's `tool_call_id`
+ * @property {"function"} type
+ * @property {{name: string, arguments: string}} function `arguments` is JSON text
  */
 
 /**
@@ -75,6 +107,10 @@
  * @property {(piece: string, chunk: object) => void} [onReasoning] each new piece of the
  *     model's reasoning (`delta.reasoning`), with the whole chunk event data; reasoning
  *     models send it before the answer
+ * @property {(image: GeneratedImage, chunk: object) => void} [onImage] each generated image,
+ *     whole, as it arrives (one chunk event of several MB for a large PNG)
+ * @property {(call: ToolCall, index: number, chunk: object) => void} [onToolCall] a tool
+ *     call as assembled so far (its arguments grow), each time a fragment of it arrives
  * @property {(result: StreamResult) => void} [onDone] the answer finished or was cancelled
  * @property {(error: ChatError) => void} [onError] the answer failed; when given, the returned
  *     promise's rejection is not also reported as unhandled
@@ -249,6 +285,8 @@ async function run({
   token,
   onToken,
   onReasoning,
+  onImage,
+  onToolCall,
   onDone,
   onError,
   onReconnecting,
@@ -276,6 +314,8 @@ async function run({
       signal,
       onToken,
       onReasoning,
+      onImage,
+      onToolCall,
       onReconnecting,
       onReconnected,
       EventSourceImpl,
@@ -300,7 +340,55 @@ function emptyResult(model) {
     generationId: null,
     citations: [],
     reasoningDetails: [],
+    images: [],
+    toolCalls: [],
   };
+}
+
+/** The `delta.images` of a chunk that are images with a url. */
+function imagesOf(delta) {
+  const images = Array.isArray(delta?.images) ? delta.images : [];
+  return images.filter((image) => typeof image?.image_url?.url === "string");
+}
+
+/**
+ * Tool calls from their `delta.tool_calls` fragments, by `index`: `id`, `type` and
+ * `function.name` from the fragments that carry them, `function.arguments` concatenated.
+ */
+class ToolCalls {
+  constructor() {
+    /** @type {Map<number, ToolCall>} */
+    this.byIndex = new Map();
+  }
+
+  /** @returns {[ToolCall, number][]} the calls this chunk added to, with their index */
+  add(delta) {
+    const touched = [];
+    const fragments = Array.isArray(delta?.tool_calls) ? delta.tool_calls : [];
+    for (const [position, fragment] of fragments.entries()) {
+      if (!fragment || typeof fragment !== "object") continue;
+      const index = typeof fragment.index === "number" ? fragment.index : position;
+      let call = this.byIndex.get(index);
+      if (!call) {
+        call = { id: "", type: "function", function: { name: "", arguments: "" } };
+        this.byIndex.set(index, call);
+      }
+      if (typeof fragment.id === "string" && fragment.id) call.id = fragment.id;
+      if (typeof fragment.type === "string" && fragment.type) call.type = fragment.type;
+      const fn = fragment.function;
+      if (typeof fn?.name === "string" && fn.name) call.function.name = fn.name;
+      if (typeof fn?.arguments === "string") call.function.arguments += fn.arguments;
+      touched.push([call, index]);
+    }
+    return touched;
+  }
+
+  /** @returns {ToolCall[]} copies, in index order */
+  list() {
+    return [...this.byIndex.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([, call]) => ({ ...call, function: { ...call.function } }));
+  }
 }
 
 /**
@@ -352,13 +440,26 @@ class ChunkNotes {
 /** Read one stream to its terminal event. */
 function follow(
   streamUrl,
-  { token, signal, onToken, onReasoning, onReconnecting, onReconnected, EventSourceImpl, model },
+  {
+    token,
+    signal,
+    onToken,
+    onReasoning,
+    onImage,
+    onToolCall,
+    onReconnecting,
+    onReconnected,
+    EventSourceImpl,
+    model,
+  },
 ) {
   return new Promise((resolvePromise, rejectPromise) => {
     let text = "";
     let reasoning = "";
     let generationId = null;
     const notes = new ChunkNotes();
+    const images = [];
+    const toolCalls = new ToolCalls();
     let lastId = 0;
     let reconnecting = false;
     let settled = false;
@@ -394,6 +495,8 @@ function follow(
         generationId,
         citations: [...notes.citations.values()],
         reasoningDetails: notes.details,
+        images: [...images],
+        toolCalls: toolCalls.list(),
       };
       cancel(streamUrl, token).then(() => settle(resolvePromise, result));
     }
@@ -429,6 +532,13 @@ function follow(
           text += piece;
           onToken?.(piece, chunk);
         }
+        for (const image of imagesOf(delta)) {
+          images.push(image);
+          onImage?.(image, chunk);
+        }
+        for (const [call, index] of toolCalls.add(delta)) {
+          onToolCall?.({ ...call, function: { ...call.function } }, index, chunk);
+        }
       });
       source.addEventListener("done", (event) => {
         const info = parse(event) ?? {};
@@ -441,6 +551,8 @@ function follow(
           generationId: info.generationId ?? generationId,
           citations: Array.isArray(info.citations) ? info.citations : [...notes.citations.values()],
           reasoningDetails: Array.isArray(info.reasoningDetails) ? info.reasoningDetails : notes.details,
+          images: [...images],
+          toolCalls: Array.isArray(info.toolCalls) ? info.toolCalls : toolCalls.list(),
         });
       });
       source.addEventListener("error", (event) => {

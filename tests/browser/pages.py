@@ -12,7 +12,17 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from bench.live import LiveApp
 
-__all__ = ["enabled", "last_reply", "open_page", "send", "serve", "wait", "wait_finished"]
+__all__ = [
+    "console_errors",
+    "enabled",
+    "last_reply",
+    "open_page",
+    "saved_turns",
+    "send",
+    "serve",
+    "wait",
+    "wait_finished",
+]
 
 #: ``last_reply``: the newest assistant message as one consistent snapshot
 LAST_REPLY_JS = """
@@ -97,3 +107,22 @@ def wait_finished(driver: t.Any, count: int, timeout: float = 15.0) -> dict[str,
 def enabled(driver: t.Any, element_id: str) -> bool:
     """Whether the element with ``element_id`` (a button) can be used."""
     return bool(driver.find_element(By.ID, element_id).is_enabled())
+
+
+#: ``saved_turns``: the open conversation's turns as the page keeps them in localStorage
+SAVED_TURNS_JS = """
+const base = document.querySelector('meta[name=ngai-api-base]').content.replace(/\\/+$/, '') || '/';
+const id = localStorage.getItem(`ngai-chat:${base}:current`);
+const raw = id ? localStorage.getItem(`ngai-chat:${base}:chat:${id}`) : null;
+return raw ? JSON.parse(raw).turns : [];
+"""
+
+
+def saved_turns(driver: t.Any) -> list[dict[str, t.Any]]:
+    """The turns of the open conversation, as kept in the browser's storage."""
+    return t.cast(list[dict[str, t.Any]], driver.execute_script(SAVED_TURNS_JS))
+
+
+def console_errors(driver: t.Any) -> list[str]:
+    """The browser console's errors since the last call (the log is read once)."""
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]

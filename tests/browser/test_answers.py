@@ -13,7 +13,6 @@ Screenshots (light, dark, phone) go to ``test-artifacts/``.
 from __future__ import annotations
 
 import itertools
-import json
 import typing as t
 
 import pytest
@@ -25,6 +24,7 @@ from bench.live import ROOT
 from bench.live import LiveApp
 from tests.browser.pages import last_reply
 from tests.browser.pages import open_page
+from tests.browser.pages import saved_turns
 from tests.browser.pages import send
 from tests.browser.pages import serve
 from tests.browser.pages import wait
@@ -217,12 +217,8 @@ def parts(driver: t.Any) -> dict[str, t.Any]:
 
 
 def saved(driver: t.Any) -> list[dict[str, t.Any]]:
-    """The conversation the page keeps in localStorage."""
-    raw = driver.execute_script(
-        "const k = Object.keys(localStorage).find(k => k.startsWith('ngai-chat:conversation'));"
-        "return k ? localStorage.getItem(k) : null"
-    )
-    return t.cast(list[dict[str, t.Any]], json.loads(raw)["turns"]) if raw else []
+    """The open conversation as the page keeps it in localStorage."""
+    return saved_turns(driver)
 
 
 def screenshot(driver: t.Any, name: str) -> None:
@@ -335,7 +331,7 @@ def test_hostile_answer_runs_no_script(driver: t.Any, app: LiveApp) -> None:
     assert driver.execute_script("return window.__pwned ?? null") is None
 
 
-def test_conversation_survives_a_reload_until_new_chat(driver: t.Any, app: LiveApp) -> None:
+def test_conversation_survives_a_reload_and_new_chat_keeps_it(driver: t.Any, app: LiveApp) -> None:
     open_page(driver, app.url("/"), THINKER)
     send(driver, "First question")
     assert wait_finished(driver, 1)["state"] == "done"
@@ -359,8 +355,14 @@ def test_conversation_survives_a_reload_until_new_chat(driver: t.Any, app: LiveA
 
     driver.find_element(By.ID, "new-chat").click()
     assert saved(driver) == []
+    assert driver.find_elements(By.CSS_SELECTOR, ".msg") == []
     open_page(driver, app.url("/"), fresh=False)
     assert driver.find_elements(By.CSS_SELECTOR, ".msg") == []
+    # The first conversation is still there, in the list, and opens again.
+    items = driver.find_elements(By.CSS_SELECTOR, "[data-testid=chat-open]")
+    assert [item.get_attribute("textContent") for item in items] == ["First question"]
+    items[0].click()
+    assert parts(driver)["usage"] == before["usage"]
 
 
 def test_next_turn_sends_reasoning_details_back(
