@@ -284,12 +284,48 @@ def admit(to_request: t.Callable[[t.Any], ChatRequest]) -> SessionInfo:
         referer=referer,
         expires_at=now + settings.session_ttl,
         client=client,
+        size=len(raw),
     )
-    at_limit = services.store.create(session, settings.max_sessions_per_client)
+    at_limit = services.store.create(
+        session, settings.max_sessions_per_client, settings.max_client_bytes
+    )
     if at_limit is not None:
+        if at_limit.by_bytes:
+            raise _client_bytes_at_limit(at_limit, settings.max_client_bytes, len(raw), now)
         raise _client_at_limit(at_limit, settings.max_sessions_per_client, now)
     services.metrics.session_created()
     return session
+
+
+def _client_bytes_at_limit(
+    held: ClientAtLimit, limit: int, size: int, now: float
+) -> errors.RateLimited:
+    """The 429 for ``NGAI_MAX_CLIENT_BYTES``: the client's unfinished sessions hold
+    too many bytes of request bodies (attachments) for this one to join them.
+    """
+    wait, why = _wait_for(held, now)
+    if held.held == 0:
+        why = "send smaller attachments, or ask the operator to raise it"
+    return errors.RateLimited(
+        f"This client's unfinished sessions hold {held.held_bytes} bytes of requests, and "
+        f"this one ({size} bytes) would pass the {limit} bytes one client may hold "
+        f"(NGAI_MAX_CLIENT_BYTES): {why}.",
+        retry_after=wait,
+    )
+
+
+def _wait_for(held: ClientAtLimit, now: float) -> tuple[int, str]:
+    """How long a client at its share waits, and why."""
+    if held.next_expiry is not None:
+        wait = max(1, math.ceil(held.next_expiry - now))
+        return wait, (
+            f"try again in {wait} s, when its oldest session not yet streamed expires "
+            "(streaming or DELETE-ing its unused sessions frees them sooner)"
+        )
+    return CLIENT_BUSY_RETRY_AFTER, (
+        f"its sessions are streaming answers; try again in {CLIENT_BUSY_RETRY_AFTER} s, "
+        "as they finish"
+    )
 
 
 def _client_at_limit(held: ClientAtLimit, limit: int, now: float) -> errors.RateLimited:
