@@ -168,7 +168,8 @@ def tool_call_chunks(
     fragments = [first]
     step = max(1, -(-len(arguments) // max(1, pieces)))
     for start in range(0, len(arguments), step):
-        fragments.append({"index": index, "function": {"arguments": arguments[start : start + step]}})
+        piece = arguments[start : start + step]
+        fragments.append({"index": index, "function": {"arguments": piece}})
     chunks = []
     for fragment in fragments:
         chunk = make_chunk(None, model=model, gen_id=gen_id)
