@@ -16,7 +16,15 @@ import typing as t
 from .errors import InvalidJson
 from .errors import InvalidRequest
 
-__all__ = ["IMAGE_TYPES", "PART_TYPES", "PASSTHROUGH", "ROLES", "ChatRequest", "parse_json", "validate"]
+__all__ = [
+    "IMAGE_TYPES",
+    "PART_TYPES",
+    "PASSTHROUGH",
+    "ROLES",
+    "ChatRequest",
+    "parse_json",
+    "validate",
+]
 
 ROLES = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS = frozenset(
