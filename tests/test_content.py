@@ -243,3 +243,48 @@ def test_a_big_frame_goes_out_in_bounded_slices_of_the_one_copy() -> None:
     assert len(body) >= 3 * 1024 * 1024 // SLICE_BYTES
     assert b"".join(body) == small[0].frame + image.frame + small[1].frame + HEARTBEAT
     assert all(type(w) is bytes for w in writes)  # what gunicorn's write takes
+
+
+# --- the demo model, served (NGAI_DEMO=1) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo() -> t.Iterator[LiveApp]:
+    with LiveApp({"NGAI_DEMO": "1"}) as live:
+        yield live
+
+
+def _demo_events(app: LiveApp, content: t.Any, **extra: t.Any) -> list[Frame]:
+    body = {"messages": [{"role": "user", "content": content}], **extra}
+    response = requests.post(app.url("/prepare"), json=body, timeout=10)
+    assert response.status_code == 200, response.text
+    return events(read_stream(app, response.json()["sessionId"]))
+
+
+def test_the_demo_draws_calls_tools_and_names_attachments(demo: LiveApp) -> None:
+    drawn = _demo_events(demo, "Draw a boat")
+    urls = [
+        image["image_url"]["url"]
+        for e in drawn
+        if e.name == "chunk" and e.json["choices"]
+        for image in e.json["choices"][0]["delta"].get("images", [])
+    ]
+    assert len(urls) == 1 and urls[0].startswith("data:image/png;base64,")
+    assert base64.b64decode(urls[0].split(",", 1)[1], validate=True)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert drawn[-1].json["finishReason"] == "stop"
+
+    tool = {"type": "function", "function": {
+        "name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+    }}  # fmt: skip
+    called = _demo_events(demo, "Find it", tools=[tool])
+    done = called[-1].json
+    assert done["finishReason"] == "tool_calls"
+    (call,) = done["toolCalls"]
+    assert call["function"] == {"name": "lookup", "arguments": '{"q": "Find it"}'}
+    assert sum(1 for e in called if e.name == "chunk" and '"tool_calls"' in e.data) >= 3  # type: ignore[operator]
+
+    pdf = "data:application/pdf;base64," + base64.b64encode(bytes(3000)).decode()
+    parts = [{"type": "text", "text": "Read"},
+             {"type": "file", "file": {"filename": "r.pdf", "file_data": pdf}}]  # fmt: skip
+    named = texts(_demo_events(demo, parts))
+    assert 'You attached a file "r.pdf" (application/pdf, 2.9 KB).' in named

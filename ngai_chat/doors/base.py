@@ -236,7 +236,8 @@ def admit(to_request: t.Callable[[t.Any], ChatRequest]) -> SessionInfo:
     In order: the bearer token (a refused one still counts against the address's
     rate limit: guessing tokens costs calls), the rate limit, shutdown, the
     budgets, the body (JSON, within ``NGAI_MAX_BODY_BYTES`` and the client
-    timeout), its validation, ``NGAI_MAX_SESSIONS`` and the client's own caps.
+    timeout), its validation, ``NGAI_MAX_SESSIONS`` and the client's own caps
+    (``NGAI_MAX_SESSIONS_PER_CLIENT``, and ``NGAI_MAX_CLIENT_BYTES`` on the body's size).
 
     :param to_request: the door's validation: the parsed JSON body in, the body
         of ``POST /prepare`` out (:func:`~ngai_chat.schema.validate`'s shape).
