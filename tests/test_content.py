@@ -23,6 +23,8 @@ from ngai_chat.store import Event
 from tests.conftest import API_KEY
 from tests.support import fake_upstream as fu
 from tests.support.live import LiveApp
+from tests.support.live import readers_that_never_read
+from tests.support.live import vm_rss_kib
 from tests.support.redis_server import RedisServer
 from tests.support.sse_parse import Frame
 from tests.support.sse_parse import StreamReader
@@ -135,6 +137,20 @@ def test_a_resumed_stream_replays_the_missed_image_whole(
     assert resumed[0].id == image_id
     assert resumed[0].json["choices"][0]["delta"]["images"][0]["image_url"]["url"] == url
     assert [e.data for e in resumed] == [e.data for e in first[int(image_id) - 1 :]]  # type: ignore[arg-type]
+
+
+def test_readers_that_never_read_a_log_of_images_stay_bounded(
+    app: LiveApp, fake: fu.FakeUpstream
+) -> None:
+    # 30 readers of a log with a 3 MB image, none reading: a copy per reader would
+    # be 90 MB; each holds a slice and its socket buffers
+    sid = session(app, image_model(fake, fu.data_url(3 * 1024 * 1024, seed=3)))
+    read_stream(app, sid)  # the log is whole and finished
+    (pid,) = app.worker_pids()
+    before = vm_rss_kib(pid)
+    with readers_that_never_read(app, f"/stream/{sid}", 30):
+        held = vm_rss_kib(pid)
+    assert held - before < 12 * 1024, f"RSS grew by {held - before} KiB for 30 readers"
 
 
 def test_an_event_over_the_limit_ends_the_stream_not_retryable(
