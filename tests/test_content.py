@@ -304,3 +304,39 @@ def test_the_demo_draws_calls_tools_and_names_attachments(demo: LiveApp) -> None
              {"type": "file", "file": {"filename": "r.pdf", "file_data": pdf}}]  # fmt: skip
     named = texts(_demo_events(demo, parts))
     assert 'You attached a file "r.pdf" (application/pdf, 2.9 KB).' in named
+
+
+@pytest.mark.redis
+def test_an_image_generated_on_one_instance_is_read_whole_on_another(
+    fake: fu.FakeUpstream,
+) -> None:
+    # the image goes through Redis (XADD, then the other instance's tail), and a
+    # resume on the second instance replays it whole
+    url = fu.data_url(3 * 1024 * 1024, seed=4)
+    with RedisServer() as redis:
+        env = {
+            "OPENROUTER_API_KEY": API_KEY,
+            "OPENROUTER_BASE_URL": fake.base_url,
+            "REDIS_URL": redis.url,
+            "NGAI_HEARTBEAT_INTERVAL": "1",
+        }
+        first, second = LiveApp(env), LiveApp(env)
+        try:
+            first.start(timeout=60)  # two at once start slowly on a busy machine
+            second.start(timeout=60)
+            model = image_model(fake, url)
+            body = {"model": model, "messages": [{"role": "user", "content": "draw"}]}
+            sid = requests.post(first.url("/prepare"), json=body, timeout=10).json()["sessionId"]
+            with StreamReader(first.url(f"/stream/{sid}"), timeout=20) as generating:
+                generating.until(lambda f: f.name == "chunk")  # the generation runs on `first`
+                elsewhere = events(read_stream(second, sid))
+                mine = events(generating.read_all())
+            assert [e.data for e in elsewhere] == [e.data for e in mine]
+            image = next(e for e in elsewhere if e.name == "chunk" and "images" in (e.data or ""))
+            assert image.json["choices"][0]["delta"]["images"][0]["image_url"]["url"] == url
+            after = str(int(image.id or 0) - 1)
+            resumed = events(read_stream(second, sid, **{"Last-Event-ID": after}))
+            assert resumed[0].data == image.data and resumed[-1].name == "done"
+        finally:
+            first.close()
+            second.close()
