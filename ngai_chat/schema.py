@@ -276,7 +276,7 @@ def _message(item: t.Any, path: str) -> dict[str, t.Any]:
 
 PART_TYPES = ("text", "image_url", "file", "input_audio")
 IMAGE_TYPES = ("png", "jpeg", "webp", "gif")
-_IMAGE_DATA_URL = re.compile(r"data:image/(png|jpeg|webp|gif);base64,", re.IGNORECASE)
+_IMAGE_DATA_URL = re.compile(rf"data:image/({'|'.join(IMAGE_TYPES)});base64,", re.IGNORECASE)
 _PDF_DATA_URL = re.compile(r"data:application/pdf;base64,", re.IGNORECASE)
 _DETAILS = ("auto", "low", "high")
 
@@ -303,7 +303,7 @@ def _part(part: t.Any, path: str) -> None:
         if not isinstance(url, str) or not (_https(url) or _data_url(url, _IMAGE_DATA_URL, field)):
             raise InvalidRequest(
                 f"{field} must be an https:// URL or a data URL of an image "
-                f"(data:image/png|jpeg|webp|gif;base64,…); got {_url_start(url)}.",
+                f"(data:image/{'|'.join(IMAGE_TYPES)};base64,…); got {_url_start(url)}.",
                 field=field,
             )
         if "detail" in image and image["detail"] not in _DETAILS:

@@ -316,17 +316,18 @@ def _client_bytes_at_limit(
 
 
 def _wait_for(held: ClientAtLimit, now: float) -> tuple[int, str]:
-    """How long a client at its share waits, and why."""
+    """How long a client at its share waits, and why: until its oldest unused
+    session expires, or a short while when every one of its sessions is
+    streaming (one of them will finish).
+    """
     if held.next_expiry is not None:
         wait = max(1, math.ceil(held.next_expiry - now))
         return wait, (
             f"try again in {wait} s, when its oldest session not yet streamed expires "
             "(streaming or DELETE-ing its unused sessions frees them sooner)"
         )
-    return CLIENT_BUSY_RETRY_AFTER, (
-        f"its sessions are streaming answers; try again in {CLIENT_BUSY_RETRY_AFTER} s, "
-        "as they finish"
-    )
+    wait = CLIENT_BUSY_RETRY_AFTER
+    return wait, f"all of them are streaming answers; try again in {wait} s, as they finish"
 
 
 def _client_at_limit(held: ClientAtLimit, limit: int, now: float) -> errors.RateLimited:
@@ -334,15 +335,7 @@ def _client_at_limit(held: ClientAtLimit, limit: int, now: float) -> errors.Rate
     client's oldest unused session expires, or a short while when every one of
     its sessions is streaming (one of them will finish).
     """
-    if held.next_expiry is not None:
-        wait = max(1, math.ceil(held.next_expiry - now))
-        why = (
-            f"try again in {wait} s, when its oldest session not yet streamed expires "
-            "(streaming or DELETE-ing its unused sessions frees them sooner)"
-        )
-    else:
-        wait = CLIENT_BUSY_RETRY_AFTER
-        why = f"all of them are streaming answers; try again in {wait} s, as they finish"
+    wait, why = _wait_for(held, now)
     return errors.RateLimited(
         f"This client holds its maximum of {limit} live sessions "
         f"(NGAI_MAX_SESSIONS_PER_CLIENT): {why}.",
