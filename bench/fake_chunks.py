@@ -8,7 +8,9 @@ Shapes follow the recordings in ``tests/fixtures/openrouter/``: one choice with 
 
 from __future__ import annotations
 
+import base64
 import itertools
+import random
 import time
 import typing as t
 from collections.abc import Mapping
@@ -16,9 +18,12 @@ from collections.abc import Mapping
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_USAGE",
+    "data_url",
     "error_chunk",
+    "image_chunk",
     "make_chunk",
     "new_generation_id",
+    "tool_call_chunks",
     "usage_chunk",
 ]
 
@@ -111,3 +116,65 @@ def error_chunk(
     if metadata is not None:
         chunk["error"]["metadata"] = dict(metadata)
     return chunk
+
+
+def data_url(size: int, media_type: str = "image/png", *, seed: int = 0) -> str:
+    """A ``data:<media_type>;base64,…`` URL of about ``size`` characters, its
+    payload random bytes (so that nothing on the way compresses it away).
+    """
+    prefix = f"data:{media_type};base64,"
+    raw = random.Random(seed).randbytes(max(0, (size - len(prefix)) * 3 // 4))
+    return prefix + base64.b64encode(raw).decode("ascii")
+
+
+def image_chunk(
+    *urls: str,
+    content: str | None = "",
+    model: str = DEFAULT_MODEL,
+    gen_id: str = "gen-fake-0",
+    **extra: t.Any,
+) -> dict[str, t.Any]:
+    """A chunk carrying generated images, as OpenRouter's image models send them:
+    ``delta.images: [{"type": "image_url", "image_url": {"url"}}, …]``, one event
+    of several MB each (see :func:`data_url`).
+    """
+    chunk = make_chunk(content, model=model, gen_id=gen_id, **extra)
+    chunk["choices"][0]["delta"]["images"] = [
+        {"type": "image_url", "image_url": {"url": url}} for url in urls
+    ]
+    return chunk
+
+
+def tool_call_chunks(
+    name: str,
+    arguments: str,
+    *,
+    index: int = 0,
+    call_id: str | None = None,
+    pieces: int = 4,
+    finish: bool = True,
+    model: str = DEFAULT_MODEL,
+    gen_id: str = "gen-fake-0",
+) -> list[dict[str, t.Any]]:
+    """The chunks of one streamed tool call: a first fragment with ``id``, ``type``
+    and ``function.name`` (arguments ``""``), then ``arguments`` in ``pieces``
+    fragments (cut anywhere, by characters), then, when ``finish``, a chunk with
+    ``finish_reason: "tool_calls"``. Interleave the lists of several calls (with
+    ``finish=False`` and distinct ``index``) for parallel calls.
+    """
+    call_id = call_id or f"call_fake_{index}"
+    first = {"index": index, "id": call_id, "type": "function",
+             "function": {"name": name, "arguments": ""}}  # fmt: skip
+    fragments = [first]
+    step = max(1, -(-len(arguments) // max(1, pieces)))
+    for start in range(0, len(arguments), step):
+        piece = arguments[start : start + step]
+        fragments.append({"index": index, "function": {"arguments": piece}})
+    chunks = []
+    for fragment in fragments:
+        chunk = make_chunk(None, model=model, gen_id=gen_id)
+        chunk["choices"][0]["delta"]["tool_calls"] = [fragment]
+        chunks.append(chunk)
+    if finish:
+        chunks.append(make_chunk(None, finish_reason="tool_calls", model=model, gen_id=gen_id))
+    return chunks

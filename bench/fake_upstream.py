@@ -62,7 +62,10 @@ the relay to "the upstream connection is closed within 1 s of DELETE"
 (:meth:`FakeUpstream.wait_closed`).
 
 The chunks come from the one builder, :mod:`bench.fake_chunks` (re-exported
-here: :func:`make_chunk`, :func:`usage_chunk`, :func:`error_chunk`);
+here: :func:`make_chunk`, :func:`usage_chunk`, :func:`error_chunk`, and for what
+today's models send, :func:`image_chunk` with :func:`data_url` for generated images
+of several MB and :func:`tool_call_chunks` for tool calls in fragments; a big event
+can go out in blocks with ``Trickle(data, size=65536, interval=0)``);
 :func:`text_chunks` makes the steps of a whole normal stream, and
 :func:`fixture_steps` replays a recorded fixture inside a script. The benchmark
 (``bench/``) serves its upstream with this class too.
@@ -97,9 +100,12 @@ from pathlib import Path
 
 from bench.fake_chunks import DEFAULT_MODEL
 from bench.fake_chunks import DEFAULT_USAGE
+from bench.fake_chunks import data_url
 from bench.fake_chunks import error_chunk
+from bench.fake_chunks import image_chunk
 from bench.fake_chunks import make_chunk
 from bench.fake_chunks import new_generation_id
+from bench.fake_chunks import tool_call_chunks
 from bench.fake_chunks import usage_chunk
 
 __all__ = [
@@ -123,6 +129,7 @@ __all__ = [
     "Step",
     "Trickle",
     "as_step",
+    "data_url",
     "echo_steps",
     "error_chunk",
     "error_response",
@@ -131,9 +138,11 @@ __all__ = [
     "fixture_steps",
     "fixtures_dir",
     "html_error",
+    "image_chunk",
     "make_chunk",
     "new_generation_id",
     "text_chunks",
+    "tool_call_chunks",
     "usage_chunk",
 ]
 

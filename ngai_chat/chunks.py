@@ -59,7 +59,11 @@ def _json_string(text: str) -> str:
 
 
 class EventTooLarge(errors.UpstreamStreamError):
-    """One upstream event (or line) passed ``NGAI_MAX_EVENT_BYTES``."""
+    """One upstream event (or line) passed ``NGAI_MAX_EVENT_BYTES``: not retryable,
+    since the same request would bring the same event (and be paid for again).
+    """
+
+    retryable = False
 
 
 class EventSplitter:
@@ -69,11 +73,15 @@ class EventSplitter:
         breaks included.
     """
 
-    def __init__(self, max_event_bytes: int = 1_048_576) -> None:
+    def __init__(self, max_event_bytes: int = 16_777_216) -> None:
         self.max_event_bytes = max_event_bytes
         self._buffer = bytearray()
         #: the last block ended with a CR: an LF starting the next one is its CRLF's
         self._skip_lf = False
+        #: bytes searched for an event's end so far: each byte fed is searched
+        #: once (plus one byte a blank line may straddle), so an event of 12 MB
+        #: fed in 4 KiB blocks costs linear work, never a re-search of its buffer
+        self.scanned = 0
 
     def feed(self, block: bytes) -> list[bytes]:
         """The data of every event that ``block`` completes, in order.
@@ -83,6 +91,7 @@ class EventSplitter:
         buffer = self._buffer
         if not buffer and not self._skip_lf and block.endswith(b"\n\n") and b"\r" not in block:
             # the usual block: whole events, nothing held from the last one
+            self.scanned += len(block)
             return self._events(block[:-2])
         if self._skip_lf:
             self._skip_lf = False
@@ -93,12 +102,14 @@ class EventSplitter:
             block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         start = max(0, len(buffer) - 1)  # a blank line may straddle the blocks
         buffer += block
+        self.scanned += len(buffer) - start
         end = buffer.rfind(b"\n\n", start)
         if end < 0:
             if len(buffer) > self.max_event_bytes:
                 self._too_large()
             return []
-        complete = bytes(buffer[:end])
+        with memoryview(buffer) as view:
+            complete = bytes(view[:end])  # one copy of a big event, not two
         del buffer[: end + 2]
         if len(buffer) > self.max_event_bytes:
             self._too_large()

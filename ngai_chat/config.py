@@ -108,12 +108,14 @@ class Settings:
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 120.0
     models_cache_ttl: float = 300.0
-    max_body_bytes: int = 2_097_152
+    max_body_bytes: int = 10_485_760
     max_sessions: int = 10_000
     max_events: int = 20_000
-    max_log_bytes: int = 16_777_216
-    max_event_bytes: int = 1_048_576
+    max_log_bytes: int = 67_108_864
+    max_event_bytes: int = 16_777_216
     max_sessions_per_client: int = 100
+    #: bytes of request bodies one client's unfinished sessions hold together (0: no cap)
+    max_client_bytes: int = 67_108_864
     client_timeout: float = 30.0
     cors_origins: tuple[str, ...] = ("*",)
     api_tokens: tuple[str, ...] = dataclasses.field(default=(), repr=False)
@@ -348,6 +350,11 @@ VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
         "max_sessions_per_client",
         _non_negative_int,
         "a whole number >= 0 (0: no per-client cap)",
+    ),
+    "NGAI_MAX_CLIENT_BYTES": (
+        "max_client_bytes",
+        _non_negative_int,
+        "a whole number of bytes >= 0 (0: no per-client cap)",
     ),
     "NGAI_CLIENT_TIMEOUT": ("client_timeout", _positive_float, "a number of seconds > 0"),
     "NGAI_CORS_ORIGINS": ("cors_origins", _csv, "* or a comma-separated list of origins"),

@@ -14,6 +14,7 @@ import typing as t
 from . import errors
 from ._version import __version__
 from .catalog import FREE_VALUES
+from .schema import IMAGE_TYPES
 from .schema import MAX_MODEL_LENGTH
 from .schema import MESSAGE_KEYS
 from .schema import OWN_KEYS
@@ -53,7 +54,7 @@ _MESSAGE_PROPERTIES: dict[str, dict[str, t.Any]] = {
     "content": {
         "oneOf": [
             {"type": "string"},
-            {"type": "array", "items": {"type": "object", "required": ["type"]}},
+            {"type": "array", "items": _ref("ContentPart")},
             {"type": "null"},
         ]
     },
@@ -64,6 +65,98 @@ _MESSAGE_PROPERTIES: dict[str, dict[str, t.Any]] = {
         "type": "array",
         "description": "On assistant messages: the done event's reasoningDetails of that "
         "answer, sent back so the model keeps its reasoning. Passed upstream unchanged.",
+    },
+}
+
+_IMAGE_DATA_URL = "^data:image/(" + "|".join(IMAGE_TYPES) + ");base64,"
+
+#: the content parts a message may carry (SPEC §3; checked by schema._part)
+_CONTENT_PART: dict[str, t.Any] = {
+    "description": "A part of a message's content. A data URL must be base64 that "
+    "decodes; anything else is a 400 naming the field "
+    "(messages[0].content[1].image_url.url). Request bodies count against "
+    "NGAI_MAX_BODY_BYTES each and NGAI_MAX_CLIENT_BYTES together.",
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["type", "text"],
+            "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+        },
+        {
+            "type": "object",
+            "required": ["type", "image_url"],
+            "properties": {
+                "type": {"const": "image_url"},
+                "image_url": {
+                    "type": "object",
+                    "required": ["url"],
+                    "properties": {
+                        "url": {
+                            "type": "string",
+                            "anyOf": [{"pattern": "^https://."}, {"pattern": _IMAGE_DATA_URL}],
+                        },
+                        "detail": {"enum": ["auto", "low", "high"]},
+                    },
+                },
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "file"],
+            "properties": {
+                "type": {"const": "file"},
+                "file": {
+                    "type": "object",
+                    "required": ["filename", "file_data"],
+                    "properties": {
+                        "filename": {"type": "string", "minLength": 1},
+                        "file_data": {
+                            "type": "string",
+                            "anyOf": [
+                                {"pattern": "^https://."},
+                                {"pattern": "^data:application/pdf;base64,"},
+                            ],
+                        },
+                    },
+                },
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "input_audio"],
+            "properties": {
+                "type": {"const": "input_audio"},
+                "input_audio": {
+                    "type": "object",
+                    "required": ["data", "format"],
+                    "properties": {
+                        "data": {"type": "string", "contentEncoding": "base64"},
+                        "format": {"type": "string", "minLength": 1},
+                    },
+                },
+            },
+        },
+    ],
+}
+
+#: one tool call of the done event, as the upstream would have sent it unstreamed
+_TOOL_CALL: dict[str, t.Any] = {
+    "type": "object",
+    "required": ["id", "type", "function"],
+    "properties": {
+        "id": {"type": ["string", "null"]},
+        "type": {"type": "string"},
+        "function": {
+            "type": "object",
+            "required": ["name", "arguments"],
+            "properties": {
+                "name": {"type": ["string", "null"]},
+                "arguments": {
+                    "type": "string",
+                    "description": "The arguments' fragments concatenated in order (JSON text).",
+                },
+            },
+        },
     },
 }
 
@@ -170,6 +263,8 @@ def _components() -> dict[str, t.Any]:
                     for key in sorted(MESSAGE_KEYS, key=lambda k: (k != "role", k))
                 },
             },
+            "ContentPart": _CONTENT_PART,
+            "ToolCall": _TOOL_CALL,
             "PrepareRequest": {
                 "type": "object",
                 "required": ["messages"],
@@ -203,7 +298,10 @@ def _components() -> dict[str, t.Any]:
             "ChunkEvent": {
                 "description": "event: chunk. The upstream chat.completion.chunk exactly as "
                 "received, plus content (the text of choices[0].delta.content) and "
-                "reasoning (the text of choices[0].delta.reasoning), each '' when none.",
+                "reasoning (the text of choices[0].delta.reasoning), each '' when none. "
+                "Generated images (choices[0].delta.images: [{type: image_url, image_url: "
+                "{url: data:image/png;base64,…}}]) come whole in their chunk, one event of "
+                "several MB each (up to NGAI_MAX_EVENT_BYTES), and are replayed on resume.",
                 "type": "object",
                 "required": ["content", "reasoning"],
                 "properties": {
@@ -225,6 +323,7 @@ def _components() -> dict[str, t.Any]:
                     "generationId",
                     "citations",
                     "reasoningDetails",
+                    "toolCalls",
                 ],
                 "properties": {
                     "finishReason": {
@@ -263,6 +362,12 @@ def _components() -> dict[str, t.Any]:
                         "items": {"type": "object"},
                         "description": "The answer's reasoning_details merged by index: send "
                         "them back on the assistant message of the next turn.",
+                    },
+                    "toolCalls": {
+                        "type": "array",
+                        "items": _ref("ToolCall"),
+                        "description": "The answer's tool calls, assembled from the "
+                        "delta.tool_calls fragments by their index; [] when none.",
                     },
                 },
             },

@@ -113,7 +113,7 @@ class Relay:
         heartbeat: float = 15.0,
         abandon_timeout: float = 30.0,
         max_events: int = 20_000,
-        max_log_bytes: int = 16_777_216,
+        max_log_bytes: int = 67_108_864,
         metrics: Metrics | None = None,
         budgets: Budgets | None = None,
         spawn: Spawn = gevent.spawn,

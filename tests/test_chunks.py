@@ -17,6 +17,7 @@ from ngai_chat.chunks import Chunk
 from ngai_chat.chunks import EventSplitter
 from ngai_chat.chunks import chunk_event_data
 from ngai_chat.chunks import done_data
+from ngai_chat.chunks import error_data
 from ngai_chat.chunks import parse_chunk
 from ngai_chat.chunks import stream_error
 
@@ -142,6 +143,36 @@ def test_splitting_a_long_line_is_linear() -> None:
     for _ in range(256):
         assert splitter.feed(block) == []
     assert splitter.feed(b"\n\n") == [b"y" * 65536 * 256]
+
+
+def test_a_12_mb_image_event_in_small_blocks_costs_linear_work() -> None:
+    # issue 16: an image event of 12 MB (a 4K PNG in base64), fed in 4 KiB blocks,
+    # is searched once per byte, never re-searched from its start per block
+    payload = b"A" * (12 * 1024 * 1024)
+    event = (
+        b'data: {"choices":[{"delta":{"images":[{"type":"image_url","image_url":{"url":'
+        b'"data:image/png;base64,' + payload + b'"}}]}}]}\n\n'
+    )
+    splitter = EventSplitter(16 * 1024 * 1024)
+    found: list[bytes] = []
+    blocks = range(0, len(event), 4096)
+    for offset in blocks:
+        found += splitter.feed(event[offset : offset + 4096])
+    assert found == [event[6:-2]]
+    assert splitter.scanned <= len(event) + len(blocks)
+    chunk = parse_chunk(found[0])
+    assert chunk is not None and len(chunk.images) == 1
+
+
+def test_an_event_over_the_limit_is_not_retryable() -> None:
+    splitter = EventSplitter(1000)
+    with pytest.raises(errors.UpstreamStreamError) as caught:
+        for _ in range(3):
+            splitter.feed(b"data: " + b"x" * 600)
+    body = json.loads(error_data(caught.value))
+    assert body["code"] == "upstream_error" and body["retryable"] is False
+    assert "NGAI_MAX_EVENT_BYTES" in body["message"]
+    assert errors.UpstreamStreamError("mid-stream").retryable is True  # the others still are
 
 
 # --- parse_chunk ------------------------------------------------------------------
@@ -390,3 +421,47 @@ def test_images_of_a_chunk() -> None:
     chunk = chunk_of({"choices": [{"delta": {"images": [image, {"type": "image_url"}, 3]}}]})
     assert chunk.images == [image]
     assert chunk_of({"choices": [{"delta": {"content": "x"}}]}).images == []
+
+
+def _tool_call_stream(calls: int) -> tuple[bytes, list[dict[str, t.Any]]]:
+    """An SSE body of ``calls`` parallel tool calls, their argument fragments
+    interleaved, with multi-byte characters; and the calls it adds up to.
+    """
+    expected = []
+    events = []
+    for index in range(calls):
+        arguments = json.dumps({"city": f"Zürich {index} 😀", "days": index}, ensure_ascii=False)
+        expected.append(
+            {"id": f"call_{index}", "type": "function",
+             "function": {"name": f"tool_{index}", "arguments": arguments}}
+        )  # fmt: skip
+        first = {"index": index, "id": f"call_{index}", "type": "function",
+                 "function": {"name": f"tool_{index}", "arguments": ""}}  # fmt: skip
+        events.append((index, 0, first))
+        for piece, start in enumerate(range(0, len(arguments), 3), 1):
+            fragment = {"index": index, "function": {"arguments": arguments[start : start + 3]}}
+            events.append((index, piece, fragment))
+    events.sort(key=lambda item: (item[1], item[0]))  # round-robin over the calls
+    body = b"".join(
+        b"data: "
+        + json.dumps(
+            {"choices": [{"delta": {"tool_calls": [fragment]}}]}, ensure_ascii=False
+        ).encode()
+        + b"\n\n"
+        for _, _, fragment in events
+    )
+    return body, expected
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 3, 5, 7, 4096])
+def test_tool_calls_split_mid_utf8_across_reads_are_assembled(block_size: int) -> None:
+    # 12 parallel calls; every block boundary cuts somewhere, inside characters too
+    body, expected = _tool_call_stream(12)
+    splitter = EventSplitter()
+    answer = Answer("m")
+    for offset in range(0, len(body), block_size):
+        for data in splitter.feed(body[offset : offset + block_size]):
+            chunk = parse_chunk(data)
+            assert chunk is not None
+            answer.add(chunk)
+    assert answer.tool_calls.calls() == expected

@@ -23,7 +23,9 @@ def test_defaults_follow_the_spec() -> None:
     assert (settings.abandon_timeout, settings.heartbeat_interval) == (30, 15)
     assert (settings.upstream_connect_timeout, settings.upstream_read_timeout) == (10, 120)
     assert settings.models_cache_ttl == 300
-    assert settings.max_body_bytes == 2_097_152
+    assert settings.max_body_bytes == 10_485_760
+    assert (settings.max_log_bytes, settings.max_event_bytes) == (67_108_864, 16_777_216)
+    assert settings.max_client_bytes == 67_108_864
     assert (settings.max_sessions, settings.max_events, settings.max_streams) == (
         10_000,
         20_000,

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import typing as t
+import zlib
 
 import pytest
 
+from ngai_chat.chunks import Answer
+from ngai_chat.chunks import image_url
 from ngai_chat.upstream import Chunk
 from ngai_chat.upstream.demo import DEMO_CITATION
 from ngai_chat.upstream.demo import DEMO_MODEL
 from ngai_chat.upstream.demo import MAX_QUOTED_WORDS
 from ngai_chat.upstream.demo import DemoUpstream
+from ngai_chat.upstream.demo import demo_png
 from ngai_chat.upstream.demo import demo_reasoning
 from ngai_chat.upstream.demo import demo_reply
+from ngai_chat.upstream.demo import wants_image
 
 MARKDOWN = (
     "Here is  a table:\n"
@@ -31,11 +38,16 @@ MARKDOWN = (
 )
 
 
-def run(text: str | list[t.Any], **kwargs: t.Any) -> tuple[list[Chunk], list[float]]:
-    """Every chunk the demo streams for one user message, and the pauses it took."""
+def run(
+    text: str | list[t.Any], extra: dict[str, t.Any] | None = None, **kwargs: t.Any
+) -> tuple[list[Chunk], list[float]]:
+    """Every chunk the demo streams for one user message, and the pauses it took.
+
+    :param extra: more fields of the request body (``tools``, ``modalities``).
+    """
     pauses: list[float] = []
     demo = DemoUpstream(sleep=pauses.append, **kwargs)
-    body = {"model": DEMO_MODEL, "messages": [{"role": "user", "content": text}]}
+    body = {"model": DEMO_MODEL, "messages": [{"role": "user", "content": text}], **(extra or {})}
     return list(demo.stream_chat(body, referer=None)), pauses
 
 
@@ -165,3 +177,108 @@ def test_lists_one_free_model() -> None:
     (model,) = DemoUpstream().list_models()["data"]
     assert model["id"] == DEMO_MODEL
     assert model["pricing"]["prompt"] == model["pricing"]["completion"] == "0"
+
+
+# --- images, tools, attachments (issue 16) -------------------------------------------
+
+
+def _png_pixels(png: bytes) -> tuple[int, int, bytes]:
+    """Width, height and raw scanlines of a PNG, read with the standard library:
+    the signature, chunk CRCs and the IHDR checked on the way.
+    """
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    offset, chunks = 8, {}
+    while offset < len(png):
+        (length,) = struct.unpack(">I", png[offset : offset + 4])
+        kind = png[offset + 4 : offset + 8]
+        data = png[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", png[offset + 8 + length : offset + 12 + length])
+        assert zlib.crc32(kind + data) == crc
+        chunks[kind] = data
+        offset += 12 + length
+    width, height, depth, colour, _, _, _ = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
+    assert (depth, colour) == (8, 2) and b"IEND" in chunks
+    return width, height, zlib.decompress(chunks[b"IDAT"])
+
+
+def test_demo_png_is_a_valid_png() -> None:
+    width, height, raw = _png_pixels(demo_png("a cat"))
+    assert (width, height) == (64, 64)
+    assert len(raw) == 64 * (1 + 64 * 3)
+    assert demo_png("a cat") == demo_png("a cat") != demo_png("a dog")
+
+
+@pytest.mark.parametrize(
+    ("body", "wanted"),
+    [
+        ({"messages": [{"role": "user", "content": "Draw a cat"}]}, True),
+        ({"messages": [{"role": "user", "content": "please generate an image of a boat"}]}, True),
+        ({"messages": [{"role": "user", "content": "Hi"}], "modalities": ["image", "text"]}, True),
+        ({"messages": [{"role": "user", "content": "Hi"}], "modalities": ["text"]}, False),
+        ({"messages": [{"role": "user", "content": "What is in this image?"}]}, False),
+        ({"messages": [{"role": "user", "content": "drawer"}]}, False),
+    ],
+)
+def test_wants_image(body: dict[str, t.Any], wanted: bool) -> None:
+    assert wants_image(body) is wanted
+
+
+def test_asked_to_draw_the_reply_carries_one_png_in_delta_images() -> None:
+    chunks, _ = run("Draw me a lighthouse")
+    images = [image for c in chunks for image in c.images]
+    assert len(images) == 1
+    url = image_url(images[0])
+    assert url is not None and url.startswith("data:image/png;base64,")
+    width, _, _ = _png_pixels(base64.b64decode(url.split(",", 1)[1], validate=True))
+    assert width == 64
+    assert chunks[-2].finish_reason == "stop"  # the image comes before the finish
+    plain, _ = run("Hello")
+    assert not any(c.images for c in plain)
+
+
+def test_with_tools_the_first_tool_is_called_in_fragments() -> None:
+    tools = [
+        {"type": "function", "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {
+                "city": {"type": "string"}, "days": {"type": "integer"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            }, "required": ["city"]},
+        }},
+        {"type": "function", "function": {"name": "never_called"}},
+    ]  # fmt: skip
+    chunks, _ = run("Weather in Zürich?", {"tools": tools})
+    fragments = [f for c in chunks for f in c.tool_calls]
+    assert len(fragments) >= 4
+    assert fragments[0]["id"].startswith("call_demo_") and fragments[0]["type"] == "function"
+    assert fragments[0]["function"]["name"] == "get_weather"
+    assert all("id" not in f and "name" not in f["function"] for f in fragments[1:])
+    answer = Answer(DEMO_MODEL)
+    for chunk in chunks:
+        answer.add(chunk)
+    (call,) = answer.tool_calls.calls()
+    assert call["function"]["name"] == "get_weather"
+    arguments = json.loads(call["function"]["arguments"])
+    assert arguments == {"city": "Weather in Zürich?", "days": 1, "unit": "celsius"}
+    assert answer.finish_reason == "tool_calls"
+    assert content(chunks) == ""  # a call instead of an answer
+    assert chunks[-1].value["choices"] == [] and chunks[-1].usage is not None
+
+
+def test_the_reply_names_the_attachments() -> None:
+    png = "data:image/png;base64," + base64.b64encode(bytes(3000)).decode()
+    pdf = "data:application/pdf;base64," + base64.b64encode(bytes(2 * 1024 * 1024)).decode()
+    parts = [
+        {"type": "text", "text": "What are these?"},
+        {"type": "image_url", "image_url": {"url": png}},
+        {"type": "file", "file": {"filename": "paper.pdf", "file_data": pdf}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+    ]
+    chunks, _ = run(parts)
+    text = content(chunks)
+    assert text.startswith("You said:\n\nWhat are these?\n\n")
+    assert (
+        'You attached an image (image/png, 2.9 KB), a file "paper.pdf" (application/pdf, '
+        "2.0 MB), an image (linked, https://example.com/cat.jpg) and audio (wav, 4 bytes)."
+    ) in text

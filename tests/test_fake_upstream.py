@@ -6,6 +6,7 @@ prompt disconnect detection here, with plain ``requests`` and raw sockets.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import time
@@ -25,12 +26,15 @@ from bench.fake_upstream import Pause
 from bench.fake_upstream import Raw
 from bench.fake_upstream import Recorded
 from bench.fake_upstream import Trickle
+from bench.fake_upstream import data_url
 from bench.fake_upstream import error_chunk
 from bench.fake_upstream import error_response
 from bench.fake_upstream import fixture_path
 from bench.fake_upstream import fixtures_dir
 from bench.fake_upstream import html_error
+from bench.fake_upstream import image_chunk
 from bench.fake_upstream import text_chunks
+from bench.fake_upstream import tool_call_chunks
 
 REPO = Path(__file__).resolve().parents[1]
 SSE_FIXTURES = sorted(path.stem for path in fixtures_dir().glob("*.sse"))
@@ -408,3 +412,34 @@ def test_hundreds_of_concurrent_streams(fake: FakeUpstream) -> None:
 
     requests_ = fake.chat_requests("test/hang")
     fake.wait_for(lambda: all(request.client_closed for request in requests_), timeout=5)
+
+
+def test_images_of_several_mb_and_tool_call_fragments(fake: FakeUpstream) -> None:
+    # issue 16: what other branches' tests script through the fake
+    url = data_url(5_000_000, "image/png", seed=7)
+    assert abs(len(url) - 5_000_000) <= 4
+    assert base64.b64decode(url.split(",", 1)[1], validate=True)
+    calls = tool_call_chunks("f", '{"x": "é"}', index=0, pieces=3, finish=False)
+    others = tool_call_chunks("g", "[1, 2]", index=1, call_id="call_b", pieces=2)
+    fake.script("test/images", [image_chunk(url), *calls, *others, Done()])
+
+    with post_chat(fake, "test/images") as response:
+        events = sse_data(response.content)
+
+    image, *fragments, finish, done = events
+    assert image["choices"][0]["delta"]["images"] == [
+        {"type": "image_url", "image_url": {"url": url}}
+    ]
+    deltas = [event["choices"][0]["delta"]["tool_calls"][0] for event in fragments]
+    assert deltas[0] == {
+        "index": 0,
+        "id": "call_fake_0",
+        "type": "function",
+        "function": {"name": "f", "arguments": ""},
+    }
+    by_index: dict[int, str] = {}
+    for delta in deltas:
+        by_index[delta["index"]] = by_index.get(delta["index"], "") + delta["function"]["arguments"]
+    assert by_index == {0: '{"x": "é"}', 1: "[1, 2]"}
+    assert len(deltas) == 2 + 3 + 2
+    assert finish["choices"][0]["finish_reason"] == "tool_calls" and done == "[DONE]"

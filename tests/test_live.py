@@ -42,6 +42,8 @@ def app(fake: fu.FakeUpstream) -> t.Iterator[LiveApp]:
         "NGAI_ABANDON_TIMEOUT": str(ABANDON),
         "NGAI_UPSTREAM_READ_TIMEOUT": str(READ_TIMEOUT),
         "NGAI_UPSTREAM_CONNECT_TIMEOUT": "2",
+        # below the 16 MiB default, so that an endless event is cut off quickly
+        "NGAI_MAX_EVENT_BYTES": "1048576",
     }
     with LiveApp(env) as live:
         yield live

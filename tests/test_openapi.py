@@ -12,9 +12,11 @@ import pytest
 from ngai_chat import errors
 from ngai_chat.catalog import FREE_VALUES
 from ngai_chat.openapi import PREPARE_ERRORS
+from ngai_chat.schema import IMAGE_TYPES
 from ngai_chat.schema import MAX_MODEL_LENGTH
 from ngai_chat.schema import MESSAGE_KEYS
 from ngai_chat.schema import OWN_KEYS
+from ngai_chat.schema import PART_TYPES
 from ngai_chat.schema import PASSTHROUGH
 from tests.support.scripted import ScriptedUpstream
 
@@ -97,3 +99,20 @@ def test_free_values_are_the_views(make_app: t.Any, doc: dict[str, t.Any]) -> No
     for value in ("0", "no", "free"):
         ids = [m["id"] for m in client.get(f"/models?free={value}").get_json()["data"]]
         assert ids == ["a/free", "b/paid"], value
+
+
+def test_content_parts_and_tool_calls_are_documented(doc: dict[str, t.Any]) -> None:
+    # issue 16: the part types schema.py takes, and done.toolCalls
+    schemas = doc["components"]["schemas"]
+    parts = schemas["ContentPart"]["oneOf"]
+    assert [part["properties"]["type"]["const"] for part in parts] == list(PART_TYPES)
+    image = parts[1]["properties"]["image_url"]["properties"]["url"]["anyOf"][1]["pattern"]
+    assert all(kind in image for kind in IMAGE_TYPES)
+    assert schemas["Message"]["properties"]["content"]["oneOf"][1]["items"] == {
+        "$ref": "#/components/schemas/ContentPart"
+    }
+    assert schemas["DoneEvent"]["properties"]["toolCalls"]["items"] == {
+        "$ref": "#/components/schemas/ToolCall"
+    }
+    assert "NGAI_MAX_CLIENT_BYTES" in schemas["ContentPart"]["description"]
+    assert "delta.images" in schemas["ChunkEvent"]["description"]

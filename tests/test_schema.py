@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import time
+
 import pytest
 
 from ngai_chat.errors import InvalidJson
@@ -130,6 +134,10 @@ def test_every_spec_passthrough_key_is_accepted() -> None:
         "user",
         "plugins",
         "session_id",
+        "parallel_tool_calls",
+        "modalities",
+        "image_config",
+        "max_completion_tokens",
     ]
     assert set(spec) == set(PASSTHROUGH)
 
@@ -178,3 +186,102 @@ def test_plugins_and_session_id_pass_through() -> None:
         with pytest.raises(InvalidRequest) as info:
             validate({"messages": [USER], key: bad})
         assert info.value.field == key
+
+
+# --- content parts (issue 16) --------------------------------------------------------
+
+PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(64)).decode()
+PDF = "data:application/pdf;base64," + base64.b64encode(b"%PDF-1.4\n%%EOF").decode()
+WAV = base64.b64encode(b"RIFF" + bytes(40)).decode()
+
+
+def _with_parts(*parts: object) -> dict[str, object]:
+    return {"messages": [{"role": "user", "content": [{"type": "text", "text": "Look"}, *parts]}]}
+
+
+def _image(url: object, **extra: object) -> dict[str, object]:
+    return {"type": "image_url", "image_url": {"url": url, **extra}}
+
+
+def _file(file_data: object, filename: object = "a.pdf") -> dict[str, object]:
+    return {"type": "file", "file": {"filename": filename, "file_data": file_data}}
+
+
+def _audio(data: object, fmt: object = "wav") -> dict[str, object]:
+    return {"type": "input_audio", "input_audio": {"data": data, "format": fmt}}
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        pytest.param(_image("https://example.com/cat.png"), id="image https"),
+        pytest.param(_image(PNG, detail="low"), id="image png data URL"),
+        pytest.param(_image(PNG.replace("image/png", "image/jpeg")), id="image jpeg"),
+        pytest.param(_image(PNG.replace("image/png", "image/webp")), id="image webp"),
+        pytest.param(_image(PNG.replace("image/png", "image/gif")), id="image gif"),
+        pytest.param(_file(PDF), id="pdf data URL"),
+        pytest.param(_file("https://example.com/paper.pdf"), id="pdf https"),
+        pytest.param(_audio(WAV), id="audio"),
+        pytest.param({"type": "text", "text": "", "cache_control": {"type": "ephemeral"}},
+                     id="text with cache_control"),
+    ],
+)  # fmt: skip
+def test_content_parts_accepted(part: dict[str, object]) -> None:
+    body = _with_parts(part)
+    assert validate(body).messages == body["messages"]
+
+
+@pytest.mark.parametrize(
+    ("part", "field"),
+    [
+        pytest.param({"type": "text", "text": 5}, "text", id="text not a string"),
+        pytest.param({"type": "text"}, "text", id="text missing"),
+        pytest.param({"type": "image_url", "image_url": "https://x/y.png"}, "image_url",
+                     id="image_url not an object"),
+        pytest.param(_image(None), "image_url.url", id="image url missing"),
+        pytest.param(_image("http://example.com/cat.png"), "image_url.url", id="image http"),
+        pytest.param(_image("https://"), "image_url.url", id="image https empty"),
+        pytest.param(_image("file:///etc/passwd"), "image_url.url", id="image file URL"),
+        pytest.param(_image(PNG.replace("image/png", "image/svg+xml")), "image_url.url",
+                     id="image svg"),
+        pytest.param(_image(PNG.replace("image/png", "application/pdf")), "image_url.url",
+                     id="image pdf media type"),
+        pytest.param(_image("data:image/png;base64,"), "image_url.url", id="image empty base64"),
+        pytest.param(_image("data:image/png;base64,iVBOR!!!"), "image_url.url",
+                     id="image bad base64 characters"),
+        pytest.param(_image("data:image/png;base64,iVBORw0"), "image_url.url",
+                     id="image bad base64 padding"),
+        pytest.param(_image("data:image/png," + "x" * 10), "image_url.url", id="image not base64"),
+        pytest.param(_image("data:image/png;base64,aGk=\u00e9"), "image_url.url",
+                     id="image non-ASCII base64"),
+        pytest.param(_image(PNG, detail="ultra"), "image_url.detail", id="image detail"),
+        pytest.param({"type": "file", "file": None}, "file", id="file not an object"),
+        pytest.param(_file(PDF, filename=""), "file.filename", id="file without a name"),
+        pytest.param(_file(PDF.replace("application/pdf", "application/zip")), "file.file_data",
+                     id="file zip"),
+        pytest.param(_file("data:application/pdf;base64,JVBERi0=="), "file.file_data",
+                     id="file bad base64"),
+        pytest.param(_file(7), "file.file_data", id="file data not a string"),
+        pytest.param(_audio("data:audio/wav;base64," + WAV), "input_audio.data",
+                     id="audio as a data URL"),
+        pytest.param(_audio("!!"), "input_audio.data", id="audio bad base64"),
+        pytest.param(_audio(WAV, fmt=""), "input_audio.format", id="audio without format"),
+        pytest.param({"type": "video_url", "video_url": {"url": "https://x"}}, "type",
+                     id="unknown part type"),
+    ],
+)  # fmt: skip
+def test_content_parts_refused_name_the_field(part: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        validate(_with_parts(part))
+    assert info.value.field == f"messages[0].content[1].{field}"
+    assert info.value.code == "invalid_request" and info.value.status == 400
+    assert info.value.field in info.value.message
+
+
+def test_a_10_mb_attachment_validates_in_well_under_a_second() -> None:
+    photo = "data:image/jpeg;base64," + base64.b64encode(bytes(range(256)) * 30_000).decode()
+    raw = json.dumps(_with_parts(_image(photo), _file(PDF))).encode()
+    assert len(raw) > 10_000_000
+    started = time.perf_counter()
+    validate(parse_json(raw))
+    assert time.perf_counter() - started < 0.5

@@ -500,6 +500,54 @@ class TestStoreContract:
         store.append(cancelled.id, "done", "{}")
         assert store.create(new_session(clock, client="ip:192.0.2.1"), 2) is None
 
+    def test_client_bytes_count_unfinished_sessions(self, store: Store, clock: FakeClock) -> None:
+        # issue 16: NGAI_MAX_CLIENT_BYTES, released where the session count is
+        client = "ip:203.0.113.9"
+        first = new_session(clock, client=client, size=400)
+        assert store.create(first, 0, 1000) is None
+        clock.advance(10)
+        running = new_session(clock, client=client, size=500)
+        assert store.create(running, 0, 1000) is None
+        assert store.claim(running.id)
+        assert store.get(running.id).size == 500  # type: ignore[union-attr]
+        refused = store.create(new_session(clock, client=client, size=101), 0, 1000)
+        assert refused is not None and refused.by_bytes and refused.held_bytes == 900
+        assert refused.held == 2 and refused.next_expiry == first.expires_at
+        assert store.create(new_session(clock, client=client, size=100), 0, 1000) is None
+        # full to the byte; another client, or no byte cap, is not affected
+        assert store.create(new_session(clock, client=client, size=1), 0, 1000) is not None
+        assert store.create(new_session(clock, client="ip:198.51.100.2", size=999), 0, 1000) is None
+        assert store.create(new_session(clock, client="ip:198.51.100.3", size=5000)) is None
+        # a finished answer releases its bytes
+        store.append(running.id, "done", "{}")
+        assert store.create(new_session(clock, client=client, size=450), 0, 1000) is None
+        # pending ones release theirs when they expire unstarted
+        clock.advance(SESSION_TTL + 1)
+        assert store.create(new_session(clock, client=client, size=1000), 0, 1000) is None
+
+    def test_client_bytes_and_count_both_hold(self, store: Store, clock: FakeClock) -> None:
+        client = "token:xyz"
+        assert store.create(new_session(clock, client=client, size=10), 1, 1000) is None
+        by_count = store.create(new_session(clock, client=client, size=10), 1, 1000)
+        assert by_count is not None and not by_count.by_bytes
+        alone = store.create(new_session(clock, client="ip:192.0.2.77", size=2000), 5, 1000)
+        assert alone is not None and alone.by_bytes and alone.held == 0
+        assert alone.next_expiry is None and alone.held_bytes == 0
+
+    def test_client_bytes_hold_under_concurrent_creates(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        stores = [backend.store() for _ in range(4)]
+        sessions = [new_session(clock, client="ip:10.9.8.6", size=300) for _ in range(12)]
+        results = backend.run_concurrently(
+            [
+                functools.partial(stores[i % 4].create, session, 0, 1000)
+                for i, session in enumerate(sessions)
+            ]
+        )
+        assert sum(result is None for result in results) == 3
+        assert stores[0].count_live() == 3
+
     def test_client_limit_holds_under_concurrent_creates(
         self, backend: Backend, clock: FakeClock
     ) -> None:

@@ -267,7 +267,8 @@ def admit(to_request: t.Callable[[t.Any], ChatRequest]) -> SessionInfo:
     In order: the bearer token (a refused one still counts against the address's
     rate limit: guessing tokens costs calls), the rate limit, shutdown, the
     budgets, the body (JSON, within ``NGAI_MAX_BODY_BYTES`` and the client
-    timeout), its validation, ``NGAI_MAX_SESSIONS`` and the client's own caps.
+    timeout), its validation, ``NGAI_MAX_SESSIONS`` and the client's own caps
+    (``NGAI_MAX_SESSIONS_PER_CLIENT``, and ``NGAI_MAX_CLIENT_BYTES`` on the body's size).
 
     :param to_request: the door's validation: the parsed JSON body in, the body
         of ``POST /prepare`` out (:func:`~ngai_chat.schema.validate`'s shape).
@@ -315,12 +316,49 @@ def admit(to_request: t.Callable[[t.Any], ChatRequest]) -> SessionInfo:
         referer=referer,
         expires_at=now + settings.session_ttl,
         client=client,
+        size=len(raw),
     )
-    at_limit = services.store.create(session, settings.max_sessions_per_client)
+    at_limit = services.store.create(
+        session, settings.max_sessions_per_client, settings.max_client_bytes
+    )
     if at_limit is not None:
+        if at_limit.by_bytes:
+            raise _client_bytes_at_limit(at_limit, settings.max_client_bytes, len(raw), now)
         raise _client_at_limit(at_limit, settings.max_sessions_per_client, now)
     services.metrics.session_created()
     return session
+
+
+def _client_bytes_at_limit(
+    held: ClientAtLimit, limit: int, size: int, now: float
+) -> errors.RateLimited:
+    """The 429 for ``NGAI_MAX_CLIENT_BYTES``: the client's unfinished sessions hold
+    too many bytes of request bodies (attachments) for this one to join them.
+    """
+    wait, why = _wait_for(held, now)
+    if held.held == 0:
+        why = "send smaller attachments, or ask the operator to raise it"
+    return errors.RateLimited(
+        f"This client's unfinished sessions hold {held.held_bytes} bytes of requests, and "
+        f"this one ({size} bytes) would pass the {limit} bytes one client may hold "
+        f"(NGAI_MAX_CLIENT_BYTES): {why}.",
+        retry_after=wait,
+    )
+
+
+def _wait_for(held: ClientAtLimit, now: float) -> tuple[int, str]:
+    """How long a client at its share waits, and why: until its oldest unused
+    session expires, or a short while when every one of its sessions is
+    streaming (one of them will finish).
+    """
+    if held.next_expiry is not None:
+        wait = max(1, math.ceil(held.next_expiry - now))
+        return wait, (
+            f"try again in {wait} s, when its oldest session not yet streamed expires "
+            "(streaming or DELETE-ing its unused sessions frees them sooner)"
+        )
+    wait = CLIENT_BUSY_RETRY_AFTER
+    return wait, f"all of them are streaming answers; try again in {wait} s, as they finish"
 
 
 def _client_at_limit(held: ClientAtLimit, limit: int, now: float) -> errors.RateLimited:
@@ -328,15 +366,7 @@ def _client_at_limit(held: ClientAtLimit, limit: int, now: float) -> errors.Rate
     client's oldest unused session expires, or a short while when every one of
     its sessions is streaming (one of them will finish).
     """
-    if held.next_expiry is not None:
-        wait = max(1, math.ceil(held.next_expiry - now))
-        why = (
-            f"try again in {wait} s, when its oldest session not yet streamed expires "
-            "(streaming or DELETE-ing its unused sessions frees them sooner)"
-        )
-    else:
-        wait = CLIENT_BUSY_RETRY_AFTER
-        why = f"all of them are streaming answers; try again in {wait} s, as they finish"
+    wait, why = _wait_for(held, now)
     return errors.RateLimited(
         f"This client holds its maximum of {limit} live sessions "
         f"(NGAI_MAX_SESSIONS_PER_CLIENT): {why}.",

@@ -29,7 +29,7 @@ from .base import admit
 from .base import chat_blueprint as bp
 from .base import no_content
 
-__all__ = ["cancel", "prepare", "stream"]
+__all__ = ["cancel", "prepare", "slices", "stream"]
 
 #: milliseconds a browser waits before reconnecting a dropped stream
 RETRY_MS = 3000
@@ -150,6 +150,12 @@ def _frames(reader: Reader) -> t.Iterator[bytes]:
             size = 0
             for event in batch:
                 frame = event.frame
+                if len(frame) > SLICE_BYTES:
+                    if pending:
+                        yield b"".join(pending) if len(pending) > 1 else pending[0]
+                        pending, size = [], 0
+                    yield from slices(frame)
+                    continue
                 pending.append(frame)
                 size += len(frame)
                 if size >= SLICE_BYTES:
@@ -167,6 +173,21 @@ def _frames(reader: Reader) -> t.Iterator[bytes]:
             "This server is restarting; reconnect to receive the rest of the answer."
         )
         yield _error_frame(failure, stop.last_id)
+
+
+def slices(frame: bytes) -> t.Iterator[bytes]:
+    """A big frame (a generated image: one event of several MB) in writes of
+    :data:`SLICE_BYTES`, cut through a memoryview of the log's one copy.
+
+    Each write gets the client timeout of its own (gevent's ``sendall`` applies
+    the socket timeout to the whole write: a reader on a slow link taking 3 MB
+    at once would be dropped), and a reader holds one slice at a time. A slice
+    is made ``bytes`` because gunicorn's ``write`` takes nothing else: 64 KiB
+    copied as it is sent and freed after, never the frame.
+    """
+    with memoryview(frame) as view:
+        for start in range(0, len(frame), SLICE_BYTES):
+            yield view[start : start + SLICE_BYTES].tobytes()
 
 
 def _error_frame(error: errors.ApiError, last_id: int) -> bytes:

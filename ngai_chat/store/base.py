@@ -112,6 +112,9 @@ class SessionInfo:
     #: who made it (a bearer token's digest, else the client's address): what
     #: per-client limits and budgets count by; ``""`` when unknown
     client: str = ""
+    #: bytes of the request body that made it (attachments included): what
+    #: ``NGAI_MAX_CLIENT_BYTES`` counts while the session is unfinished
+    size: int = 0
 
     @property
     def finished(self) -> bool:
@@ -127,6 +130,10 @@ class ClientAtLimit:
     #: when the client's earliest pending session expires (wall clock), or
     #: ``None`` when all of them are running
     next_expiry: float | None
+    #: bytes of request bodies those sessions hold (counted under a byte cap)
+    held_bytes: int = 0
+    #: refused by the byte cap (``NGAI_MAX_CLIENT_BYTES``), not the session count
+    by_bytes: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,13 +158,18 @@ class Store(t.Protocol):
     #: cancels and generations elsewhere are seen only by polling
     shared: bool
 
-    def create(self, session: SessionInfo, client_limit: int = 0) -> ClientAtLimit | None:
+    def create(
+        self, session: SessionInfo, client_limit: int = 0, client_bytes: int = 0
+    ) -> ClientAtLimit | None:
         """Store a new pending session; it is gone after ``session.expires_at``.
 
         :param client_limit: when above 0, refuse the session if its client
             (``session.client``) already holds this many live sessions (pending,
             or running until their terminal event), counted exactly across every
             process sharing the store, in the same step as the creation.
+        :param client_bytes: when above 0, refuse the session if the ``size`` of
+            its client's live sessions and its own would pass this many bytes
+            (counted and released with the sessions above).
         :return: ``None`` when stored, else what the client holds.
         """
 

@@ -60,6 +60,8 @@ class MemoryStore:
         self._deadlines: list[tuple[float, str]] = []
         #: client → ids of its unfinished sessions (expired ones go when looked at)
         self._by_client: dict[str, set[str]] = {}
+        #: client → bytes of request bodies its unfinished sessions hold
+        self._client_bytes: dict[str, int] = {}
 
     def _live(self, session_id: str, now: float | None = None) -> _Entry | None:
         entry = self._entries.get(session_id)
@@ -85,15 +87,20 @@ class MemoryStore:
 
     def _forget_client(self, info: SessionInfo) -> None:
         held = self._by_client.get(info.client)
-        if held is not None:
+        if held is not None and info.id in held:
             held.discard(info.id)
-            if not held:
+            left = self._client_bytes.pop(info.client, 0) - info.size
+            if held:
+                self._client_bytes[info.client] = left
+            else:
                 del self._by_client[info.client]
 
-    def create(self, session: SessionInfo, client_limit: int = 0) -> ClientAtLimit | None:
+    def create(
+        self, session: SessionInfo, client_limit: int = 0, client_bytes: int = 0
+    ) -> ClientAtLimit | None:
         self._drop(session.id)
-        if client_limit > 0 and session.client:
-            refused = self._at_limit(session.client, client_limit)
+        if (client_limit > 0 or client_bytes > 0) and session.client:
+            refused = self._at_limit(session, client_limit, client_bytes)
             if refused is not None:
                 return refused
         self._entries[session.id] = _Entry(info=session)
@@ -101,19 +108,31 @@ class MemoryStore:
         heapq.heappush(self._deadlines, (session.expires_at, session.id))
         if session.client:
             self._by_client.setdefault(session.client, set()).add(session.id)
+            self._client_bytes[session.client] = (
+                self._client_bytes.get(session.client, 0) + session.size
+            )
         return None
 
-    def _at_limit(self, client: str, limit: int) -> ClientAtLimit | None:
+    def _at_limit(self, session: SessionInfo, limit: int, byte_limit: int) -> ClientAtLimit | None:
         now = self.clock()
+        client = session.client
         live = [
             entry.info
             for session_id in list(self._by_client.get(client, ()))
             if (entry := self._live(session_id, now)) is not None
         ]
-        if len(live) < limit:
+        held_bytes = self._client_bytes.get(client, 0)
+        over_count = limit > 0 and len(live) >= limit
+        over_bytes = byte_limit > 0 and held_bytes + session.size > byte_limit
+        if not (over_count or over_bytes):
             return None
         pending = [info.expires_at for info in live if not info.claimed]
-        return ClientAtLimit(held=len(live), next_expiry=min(pending) if pending else None)
+        return ClientAtLimit(
+            held=len(live),
+            next_expiry=min(pending) if pending else None,
+            held_bytes=held_bytes,
+            by_bytes=not over_count,
+        )
 
     def get(self, session_id: str) -> SessionInfo | None:
         entry = self._live(session_id)
@@ -239,3 +258,4 @@ class MemoryStore:
     def close(self) -> None:
         self._entries.clear()
         self._by_client.clear()
+        self._client_bytes.clear()

@@ -4,8 +4,9 @@ With :mod:`~ngai_chat.store.redis_tail`, the only modules of the package that
 import :mod:`redis`. Keys, all under
 ``key_prefix`` and all with a TTL, so Redis never fills with dead sessions::
 
-    <prefix>s:<id>   hash    request, referer, client, expires_at, claimed,
-                             cancelled, last (event counter), terminal_id, finished_at
+    <prefix>s:<id>   hash    request, referer, client, size (of the request body),
+                             expires_at, claimed, cancelled, last (event counter),
+                             terminal_id, finished_at
     <prefix>e:<id>   stream  the event log; entry ``0-N`` is event N (fields n, d)
     <prefix>r:<id>   zset    attached readers, scored by when their presence lapses
     <prefix>a:<id>   string  present while the generation ticks (TTL ``liveness_ttl``)
@@ -14,6 +15,7 @@ import :mod:`redis`. Keys, all under
     <prefix>done     zset    finished sessions, scored by the end of their replay
     <prefix>c:<client> zset  one client's pending and running sessions, scored
                              like ``live``, for ``NGAI_MAX_SESSIONS_PER_CLIENT``
+                             and ``NGAI_MAX_CLIENT_BYTES`` (their hashes' sizes)
 
 Redis TTLs only free memory and follow Redis's own clock. Expiry as the contract
 defines it is decided by comparing the deadlines stored in the hash with
@@ -306,13 +308,18 @@ class RedisStore:
         return [repr(now), repr(self.replay_ttl), *rest]
 
     @_wrap_errors
-    def create(self, session: SessionInfo, client_limit: int = 0) -> ClientAtLimit | None:
+    def create(
+        self, session: SessionInfo, client_limit: int = 0, client_bytes: int = 0
+    ) -> ClientAtLimit | None:
         """Store a new pending session; it is gone after ``session.expires_at``.
 
         :param session: the session to store; an existing one with the same id is
             replaced.
         :param client_limit: when above 0, refuse it if ``session.client`` holds
             this many live sessions already (checked and created in one script).
+        :param client_bytes: when above 0, refuse it if the ``size`` of the
+            client's live sessions and its own would pass this many bytes (summed
+            over the same per-client set, in the same script).
         :return: ``None`` when stored, else what the client holds.
         """
         now = self.clock()
@@ -326,6 +333,8 @@ class RedisStore:
             fields["referer"] = _text(session.referer)
         if session.client:
             fields["client"] = _text(session.client)
+        if session.size:
+            fields["size"] = str(session.size)
         if session.claimed:
             fields["claimed"] = "1"
         if session.cancelled:
@@ -338,13 +347,26 @@ class RedisStore:
         client_key = _text(f"{self.key_prefix}c:{session.client}") if session.client else ""
         reply = self._create(
             keys=[*self._keys(session.id), self._live_key, client_key],
-            args=self._args(now, session.id, ttl_ms, score, client_limit, self.key_prefix, *pairs),
+            args=self._args(
+                now,
+                session.id,
+                ttl_ms,
+                score,
+                client_limit,
+                self.key_prefix,
+                client_bytes,
+                session.size,
+                *pairs,
+            ),
         )
         if isinstance(reply, list):
-            held, first = reply
+            held, first, held_bytes, by_bytes = reply
             first_score = float(first)
             return ClientAtLimit(
-                held=int(held), next_expiry=first_score if math.isfinite(first_score) else None
+                held=int(held),
+                next_expiry=first_score if math.isfinite(first_score) else None,
+                held_bytes=int(held_bytes),
+                by_bytes=bool(int(by_bytes)),
             )
         return None
 
@@ -370,6 +392,7 @@ class RedisStore:
             terminal_id=None if terminal_id is None else int(terminal_id),
             cancelled="cancelled" in h,
             client=h.get("client", ""),
+            size=int(h.get("size", 0)),
         )
 
     @_wrap_errors

@@ -41,13 +41,15 @@ end
 """
 
 # KEYS: hash stream readers alive live client ("" when the session has no client)
-# ARGV: now replay id ttl_ms live_score client_limit prefix field value [field value ...]
+# ARGV: now replay id ttl_ms live_score client_limit prefix client_bytes size
+#       field value [field value ...]
 CREATE = (
     _HEAD
     + """
 local client = KEYS[6]
 local limit = tonumber(ARGV[6])
-if client ~= '' and limit > 0 then
+local byte_limit = tonumber(ARGV[8])
+if client ~= '' and (limit > 0 or byte_limit > 0) then
   -- The client's share, exact: pending ones past their deadline are gone, and
   -- so are running ones whose hash expired (their generation died).
   redis.call('ZREMRANGEBYSCORE', client, '-inf', ARGV[1])
@@ -55,13 +57,20 @@ if client ~= '' and limit > 0 then
     if redis.call('EXISTS', ARGV[7] .. 's:' .. id) == 0 then redis.call('ZREM', client, id) end
   end
   local held = redis.call('ZCARD', client)
-  if held >= limit then
+  local held_bytes = 0
+  if byte_limit > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', client, 0, -1)) do
+      held_bytes = held_bytes + (tonumber(redis.call('HGET', ARGV[7] .. 's:' .. id, 'size')) or 0)
+    end
+  end
+  local over_count = limit > 0 and held >= limit
+  if over_count or (byte_limit > 0 and held_bytes + tonumber(ARGV[9]) > byte_limit) then
     local first = redis.call('ZRANGE', client, 0, 0, 'WITHSCORES')
-    return {held, first[2]}
+    return {held, first[2] or 'inf', held_bytes, over_count and 0 or 1}
   end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[3])
 extend(KEYS[5], tonumber(ARGV[4]))

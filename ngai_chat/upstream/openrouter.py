@@ -232,7 +232,7 @@ class OpenRouterUpstream:
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
         pool_size: int = 100,
-        max_event_bytes: int = 1_048_576,
+        max_event_bytes: int = 16_777_216,
     ) -> None:
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")

@@ -33,9 +33,9 @@ from tests.browser.pages import send
 from tests.browser.pages import serve
 from tests.browser.pages import wait
 from tests.browser.pages import wait_finished
-from tests.support import fake_upstream as fu
-from tests.support.live import ROOT
-from tests.support.live import LiveApp
+from bench import fake_upstream as fu
+from bench.live import ROOT
+from bench.live import LiveApp
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
