@@ -144,10 +144,11 @@ def _content(parts: list[dict[str, t.Any]]) -> str | list[dict[str, t.Any]]:
 
 def _part(builder: _Builder, part: t.Any, path: str, role: str) -> None:
     if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        field = f"{path}.type" if isinstance(part, dict) else path
         raise InvalidRequest(
-            f'{path} must be a part object with a "type", such as '
+            f'{field} is missing: each part is an object with a "type", such as '
             '{"type": "text", "text": "Hello"}.',
-            field=f"{path}.type" if isinstance(part, dict) else path,
+            field=field,
         )
     kind = part["type"]
     if kind == "text":

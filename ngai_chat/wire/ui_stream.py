@@ -248,12 +248,12 @@ class UIStream:
             try:
                 part["input"] = _loads(raw) if raw.strip() else {}
                 part = {"type": "tool-input-available", **part}
-            except ValueError as exc:
+            except ValueError:
                 part = {
                     "type": "tool-input-error",
                     **part,
                     "input": raw,
-                    "errorText": f"The model's arguments are not JSON: {exc}",
+                    "errorText": f"The model sent arguments for {call.name} that are not JSON.",
                 }
             out.append(_frame(json_data(part)))
 
