@@ -16,7 +16,7 @@ TOOL_NAME = "weather"
 TOOL_ID = "call_w1"
 TOOL_ARGUMENTS = ['{"ci', 'ty": "Pa', 'ris"}']
 TOOL_INPUT = {"city": "Paris"}
-#: a 1×1 PNG, as image models send theirs: a data URL
+#: a one-pixel PNG, as image models send theirs: a data URL
 IMAGE = (
     "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQ"
     "DwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
