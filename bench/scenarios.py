@@ -79,7 +79,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 SETTLE = 0.3
 #: share of a closed-loop round before its steady window starts
 WARMUP_SHARE = 0.2
-SCENARIOS = (*SERIES, "throughput", "latency", "idle", "store", "fanout", "prepare")
+SCENARIOS = (*SERIES, "throughput", "latency", "idle", "store", "fanout", "prepare", "uichat")
 #: issue 7's targets for the idle streams and the Redis store
 IDLE_TARGET_KIB = 32.0
 IDLE_TARGET_STREAMS = 5000
@@ -769,11 +769,19 @@ def _recorded(results: list[ScenarioResult], name: str) -> t.Iterator[ScenarioRe
         results.append(result)
 
 
+def ui_chat(bench: Bench, served: Served, result: ScenarioResult) -> None:
+    """``POST /chat`` against ``/stream`` (:mod:`bench.uichat`)."""
+    from .uichat import chat_vs_stream  # imported here: it uses this module's Row
+
+    chat_vs_stream(bench, served, result)
+
+
 _ON_SHARED_APP: dict[str, t.Callable[[Bench, Served, ScenarioResult], None]] = {
     "throughput": throughput,
     "latency": latency,
     "fanout": fanout,
     "store": store_comparison,
+    "uichat": ui_chat,
 }
 
 
