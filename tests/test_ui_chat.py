@@ -94,6 +94,9 @@ def test_finished_chat_has_nothing_to_resume(client: t.Any, upstream: ScriptedUp
     assert client.get("/chat/chat-1/stream").status_code == 204
     assert client.get("/chat/unknown/stream").status_code == 204
     assert client.get("/chat/bad%20id!/stream").status_code == 204
+    assert client.get("/chat/a/b/stream").status_code == 204  # any string: no routing 404
+    assert client.get("/chat//stream").status_code == 204
+    assert client.delete("/chat/a%0Ab/stream").status_code == 204
     assert client.delete("/chat/chat-1/stream").status_code == 204
     assert client.delete("/chat/unknown/stream").status_code == 204
     assert len(upstream.requests) == 1

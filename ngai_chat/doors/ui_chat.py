@@ -33,6 +33,7 @@ from ..services import Services
 from ..services import get_services
 from ..store import SessionInfo
 from ..wire.ui_stream import UIStream
+from .base import ANY_STRING
 from .base import CAPACITY_RETRY_AFTER
 from .base import HEARTBEAT
 from .base import SLICE_BYTES
@@ -168,7 +169,7 @@ def _running(services: Services, chat_id: str) -> tuple[SessionInfo, str] | None
     return session, latest[1]
 
 
-@bp.get("/chat/<chat_id>/stream")
+@bp.get(f"/chat/<{ANY_STRING}:chat_id>/stream")
 def resume_chat(chat_id: str) -> flask.Response:
     services = get_services()
     running = _running(services, chat_id)
@@ -186,7 +187,7 @@ def resume_chat(chat_id: str) -> flask.Response:
     return _stream(services, session, message_id)
 
 
-@bp.delete("/chat/<chat_id>/stream")
+@bp.delete(f"/chat/<{ANY_STRING}:chat_id>/stream")
 def cancel_chat(chat_id: str) -> flask.Response:
     services = get_services()
     running = _running(services, chat_id)
