@@ -145,7 +145,7 @@ def scripted(fake: fu.FakeUpstream, steps: t.Any) -> str:
 def test_answer_streams_with_thinking_sources_tool_and_image(
     driver: t.Any, site: str, app: LiveApp, fake: fu.FakeUpstream
 ) -> None:
-    model = scripted(fake, rich.steps(interval=0.08))
+    model = scripted(fake, rich.steps(interval=0.15))
     open_chat(driver, site, app.base_url, model)
     send(driver, "Weather in Paris?")
     full = "".join(rich.ANSWER)
