@@ -165,7 +165,7 @@ def test_aborted_fetch_then_resume_ends_with_the_uninterrupted_message(
 ) -> None:
     """Invariant 11: a reload mid-answer (the fetch aborted, then ``resume``) ends with
     exactly the message of a client that never lost its connection."""
-    model = scripted(fake, rich.steps(interval=0.05))
+    model = scripted(fake, rich.steps(interval=0.15))
     whole = run(node, version, app, "send", body={"model": model})
     assert whole.get("thrown") is None and whole["errors"] == [], whole
     chat_id = uuid.uuid4().hex[:16]

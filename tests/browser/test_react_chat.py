@@ -167,7 +167,7 @@ def test_reload_mid_answer_resumes_with_nothing_twice(
     driver: t.Any, site: str, app: LiveApp, fake: fu.FakeUpstream
 ) -> None:
     pieces = [f"wörd{i} " for i in range(50)]
-    model = scripted(fake, fu.text_chunks(pieces, interval=0.05))
+    model = scripted(fake, fu.text_chunks(pieces, interval=0.1))
     open_chat(driver, site, app.base_url, model)
     send(driver, "Count")
     wait_until(lambda: len(answer(driver)["text"].split()) >= 3, WAIT, "a few words")
