@@ -251,3 +251,69 @@ def test_a_chat_belongs_to_its_token(make_app: t.Any) -> None:
     assert client.get("/chat/chat-1/stream", headers=a).status_code == 204
     running.close()
     resumed.close()
+
+
+# --- the stream's writes (ngai_chat.doors.ui_chat._parts) ---------------------------
+
+
+class _Reader:
+    """Batches, then an exception, as :class:`ngai_chat.relay.Reader` would."""
+
+    def __init__(self, batches: list[t.Any], failure: BaseException | None = None) -> None:
+        self.batches = batches
+        self.failure = failure
+
+    def __iter__(self) -> t.Iterator[t.Any]:
+        yield from self.batches
+        if self.failure is not None:
+            raise self.failure
+
+
+def _chunk_event(number: int, text: str) -> t.Any:
+    from ngai_chat.chunks import Chunk
+    from ngai_chat.chunks import chunk_event_data
+    from ngai_chat.store import Event
+
+    value = {"choices": [{"index": 0, "delta": {"content": text}}]}
+    return Event(number, "chunk", chunk_event_data(Chunk.from_value(value)))
+
+
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        ("store", "Redis is down."),
+        ("gone", None),
+        ("shutdown", "This server is restarting; reload to receive the rest of the answer."),
+    ],
+)
+def test_failures_while_streaming_end_with_an_error_part(failure: str, message: str | None) -> None:
+    from ngai_chat import errors
+    from ngai_chat.doors.ui_chat import _parts
+    from ngai_chat.relay import ShuttingDown
+    from ngai_chat.wire.ui_stream import UIStream
+
+    exc: BaseException = {
+        "store": errors.StoreUnavailable("Redis is down."),
+        "gone": errors.SessionNotFound(),
+        "shutdown": ShuttingDown(1),
+    }[failure]
+    reader = _Reader([[_chunk_event(1, "Hi")], None], exc)
+    out = b"".join(_parts(t.cast(t.Any, reader), UIStream("m1")))
+    expected = message or errors.SessionNotFound().message
+    assert out.endswith(
+        b'"delta":"Hi"}\n\n: keep-alive\n\ndata: {"type":"text-end","id":"text-0"}\n\n'
+        + f'data: {{"type":"error","errorText":"{expected}"}}\n\ndata: [DONE]\n\n'.encode()
+    ), out
+
+
+def test_a_long_replay_goes_out_in_bounded_writes() -> None:
+    from ngai_chat.doors.base import SLICE_BYTES
+    from ngai_chat.doors.ui_chat import _parts
+    from ngai_chat.wire.ui_stream import UIStream
+
+    events = [_chunk_event(n, "x" * 1000) for n in range(1, 301)]  # ~300 KB
+    writes = list(_parts(t.cast(t.Any, _Reader([events])), UIStream("m1")))
+    assert len(writes) > 4
+    assert max(len(w) for w in writes) < SLICE_BYTES + 2000
+    text = b"".join(writes).decode()
+    assert text.count('"type":"text-delta"') == 300
