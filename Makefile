@@ -31,7 +31,7 @@ run: $(RUN_STAMP)
 	$(PY) -m ngai_chat
 
 ## test: install what the tests need, then run all of them
-test: $(DEV_STAMP) system-deps tests/node/node_modules/.package-lock.json
+test: $(DEV_STAMP) system-deps tests/node/node_modules/.package-lock.json tests/node_ai/node_modules/.package-lock.json examples/react-chat/node_modules/.package-lock.json
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
@@ -40,6 +40,15 @@ test: $(DEV_STAMP) system-deps tests/node/node_modules/.package-lock.json
 # the Node client test's EventSource package, from tests/node/package-lock.json
 tests/node/node_modules/.package-lock.json: tests/node/package.json tests/node/package-lock.json
 	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+
+# the AI SDK tests' `ai` 5, 6 and 7 (npm aliases), from tests/node_ai/package-lock.json
+tests/node_ai/node_modules/.package-lock.json: tests/node_ai/package.json tests/node_ai/package-lock.json
+	npm ci --prefix tests/node_ai --no-audit --no-fund --loglevel=error
+
+# the React example's packages (Vite, React, @ai-sdk/react), from its package-lock.json;
+# the browser test builds it
+examples/react-chat/node_modules/.package-lock.json: examples/react-chat/package.json examples/react-chat/package-lock.json
+	npm ci --prefix examples/react-chat --no-audit --no-fund --loglevel=error
 
 ## system-deps: redis-server and Chromium + chromedriver from Debian, if missing
 system-deps:

@@ -138,7 +138,7 @@ class FrameCounter:
             self.events += 1
             if self._latencies is not None and (stamp := STAMP.search(frame)) is not None:
                 self._latencies.append(arrived - int(stamp[1]))
-            if b"event: error" in frame:
+            if b"event: error" in frame or frame.startswith(b'data: {"type":"error"'):
                 self.error = frame.partition(b"data: ")[2].decode("utf-8", "replace")
                 self.finished = True
             elif b"event: done" in frame or frame.endswith(b"data: [DONE]"):

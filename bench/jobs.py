@@ -11,6 +11,7 @@ import typing as t
 
 __all__ = [
     "MESSAGES",
+    "UI_MESSAGES",
     "FanoutJob",
     "IdleJob",
     "Job",
@@ -25,6 +26,8 @@ __all__ = [
 
 #: the conversation every benchmark session sends
 MESSAGES = [{"role": "user", "content": "benchmark"}]
+#: the same conversation as the AI SDK sends it to ``POST /chat``
+UI_MESSAGES = [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "benchmark"}]}]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +39,11 @@ class Target:
     the baseline without the relay.
     ``get``: ``GET {path}?model=<model>``, one request through a pass-through proxy
     that turns it into the upstream's ``POST`` (nginx, :mod:`bench.baselines`).
+    ``chat``: ``POST {path}/chat`` on the app, the AI SDK door: one request whose
+    answer is the UI message stream (:data:`UI_MESSAGES`).
     """
 
-    kind: t.Literal["relay", "direct", "get"]
+    kind: t.Literal["relay", "direct", "get", "chat"]
     port: int
     path: str = ""
 

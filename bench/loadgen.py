@@ -16,6 +16,7 @@ import resource
 import sys
 import time
 import typing as t
+import uuid
 
 import gevent
 import gevent.event
@@ -30,6 +31,7 @@ from .httpclient import connect
 from .httpclient import fetch_json
 from .httpclient import open_response
 from .jobs import MESSAGES
+from .jobs import UI_MESSAGES
 from .jobs import FanoutJob
 from .jobs import IdleJob
 from .jobs import Job
@@ -68,6 +70,10 @@ def _open_stream(
         return open_response(target.port, "GET", stream_path, timeout=timeout)
     if target.kind == "get":
         return open_response(target.port, "GET", f"{target.path}?model={model}", timeout=timeout)
+    if target.kind == "chat":
+        chat = {"id": uuid.uuid4().hex, "messages": UI_MESSAGES, "model": model}
+        body = json.dumps(chat).encode()
+        return open_response(target.port, "POST", f"{target.path}/chat", body, timeout=timeout)
     body = json.dumps({"model": model, "messages": MESSAGES, "stream": True}).encode()
     return open_response(target.port, "POST", target.path, body, timeout=timeout)
 

@@ -54,6 +54,7 @@ from .series import run_series
 from .stats import StreamStats
 from .stats import percentiles
 from .stats import summarize
+from .uichat import chat_vs_stream
 
 __all__ = [
     "FULL",
@@ -76,7 +77,7 @@ THINK_MODEL = "bench-think"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 #: seconds for the worker's allocations to settle before its RSS is read
 SETTLE = 0.3
-SCENARIOS = (*SERIES, "throughput", "latency", "idle", "store", "fanout", "prepare")
+SCENARIOS = (*SERIES, "throughput", "latency", "idle", "store", "fanout", "prepare", "uichat")
 #: issue 7's targets for the idle streams and the Redis store
 IDLE_TARGET_KIB = 32.0
 IDLE_TARGET_STREAMS = 5000
@@ -481,11 +482,18 @@ def _recorded(results: list[ScenarioResult], name: str) -> t.Iterator[ScenarioRe
         results.append(result)
 
 
+def ui_chat(bench: Bench, served: Served, result: ScenarioResult) -> None:
+    """``POST /chat`` against ``/stream`` (:mod:`bench.uichat`)."""
+
+    chat_vs_stream(bench, served, result)
+
+
 _ON_SHARED_APP: dict[str, t.Callable[[Bench, Served, ScenarioResult], None]] = {
     "throughput": throughput,
     "latency": latency,
     "fanout": fanout,
     "store": store_comparison,
+    "uichat": ui_chat,
 }
 
 

@@ -45,3 +45,26 @@ def test_tiny_s4_runs_end_to_end(tmp_path: Path) -> None:
         assert summary["sessions"] == summary["completed"] > 0, (name, summary)
         # every content chunk of every session carried its send time through
         assert summary["chunks"] == summary["sessions"] * 5, (name, summary)
+
+
+def test_tiny_uichat_runs_end_to_end(tmp_path: Path) -> None:
+    """The /chat-against-/stream scenario: both doors deliver every stamped chunk."""
+    output = tmp_path / "latest.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--only", "uichat", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [scenario] = json.loads(output.read_text())["scenarios"]
+    assert scenario["name"] == "uichat" and scenario["failed"] is None
+    cpu = scenario["rows"][0]
+    assert cpu["metric"].startswith("relay CPU per chunk")
+    assert cpu["baseline"] > 0 and cpu["measured"] > 0 and cpu["errors"] == 0
+    relays = scenario["details"]["relays"]
+    assert set(relays) == {"stream", "chat"}
+    for name, summary in relays.items():
+        assert summary["sessions"] == summary["completed"] > 0, (name, summary)
+        assert summary["chunks"] == relays["stream"]["chunks"] > 0, (name, summary)

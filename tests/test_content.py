@@ -16,15 +16,15 @@ import uuid
 import pytest
 import requests
 
+from bench import fake_upstream as fu
+from bench.live import LiveApp
+from bench.live import readers_that_never_read
+from bench.live import vm_rss_kib
 from ngai_chat.doors import ngai
 from ngai_chat.doors.base import HEARTBEAT
 from ngai_chat.doors.base import SLICE_BYTES
 from ngai_chat.store import Event
 from tests.conftest import API_KEY
-from bench import fake_upstream as fu
-from bench.live import LiveApp
-from bench.live import readers_that_never_read
-from bench.live import vm_rss_kib
 from tests.support.redis_server import RedisServer
 from tests.support.sse_parse import Frame
 from tests.support.sse_parse import StreamReader

@@ -588,6 +588,31 @@ class TestStoreContract:
         assert [e.terminal for e in events] == [False] * (len(events) - 1) + [True]
         assert info(stores[0], session.id).terminal_id == len(events)
 
+    # --- the /chat door's chats (put_chat / get_chat) -------------------------
+
+    def test_chat_round_trip_and_replace(self, backend: Backend) -> None:
+        stores = [backend.store(), backend.store()]  # two processes' stores
+        assert stores[0].get_chat("token:ab:chat-1") is None
+        stores[0].put_chat("token:ab:chat-1", '["s1","m1"]', 60)
+        assert stores[1].get_chat("token:ab:chat-1") == '["s1","m1"]'
+        stores[1].put_chat("token:ab:chat-1", '["s2","m2"]', 60)
+        assert stores[0].get_chat("token:ab:chat-1") == '["s2","m2"]'
+        assert stores[0].get_chat("token:cd:chat-1") is None  # another owner's key
+        assert stores[0].get_chat("chat-1") is None
+
+    def test_chat_expires_after_its_ttl(self, backend: Backend, clock: FakeClock) -> None:
+        store = backend.store()
+        store.put_chat("chat-short", "x", 0.05)
+        store.put_chat("chat-long", "y", 60)
+        if backend.kind == "memory":
+            clock.advance(0.05)
+        else:  # Redis expires keys by its own clock
+            helpers.wait_until(lambda: store.get_chat("chat-short") is None, 5, "expiry")
+        assert store.get_chat("chat-short") is None
+        assert store.get_chat("chat-long") == "y"
+        store.put_chat("chat-other", "z", 60)  # puts forget what expired
+        assert store.get_chat("chat-other") == "z"
+
 
 @pytest.mark.redis
 class TestRedisStore:
@@ -630,6 +655,8 @@ class TestRedisStore:
             lambda: store.detach(session.id, "r"),
             lambda: store.tick(session.id),
             lambda: store.generation_alive(session.id),
+            lambda: store.put_chat("chat", "x", 60),
+            lambda: store.get_chat("chat"),
             store.count_live,
             lambda: store.sweep(T0),
         ]
@@ -680,6 +707,9 @@ class TestRedisStore:
 
         assert store.sweep(T0 + REPLAY_TTL) == 1
         assert set(self.ttls(client, prefix)) <= {"live", "done"}
+
+        store.put_chat("chat-1", "x", 30)
+        assert 0 < self.ttls(client, prefix)["chat:chat-1"] <= 30_000
 
     def test_reader_presence_lapses(self, store: Store, clock: FakeClock) -> None:
         session = claimed_session(store, clock)

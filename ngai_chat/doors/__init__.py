@@ -7,6 +7,7 @@ blueprint's set-up, its error handling and the steps every door shares are in
 :mod:`.base`.
 
 - :mod:`.ngai`: the NGAI protocol, ``POST /prepare`` and ``GET``/``DELETE /stream/<id>``
+- :mod:`.ui_chat`: the AI SDK door, ``POST /chat`` and ``GET``/``DELETE /chat/<id>/stream``
 - :mod:`.site`: the chat page, ``/models``, ``/health``, ``/openapi.json``, ``/metrics``
 
 Importing this package registers every route on :data:`chat_blueprint`.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from . import ngai as ngai
 from . import site as site
+from . import ui_chat as ui_chat
 from .base import chat_blueprint as chat_blueprint
 from .base import error_response as error_response
 from .base import http_error_response as http_error_response

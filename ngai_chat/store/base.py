@@ -234,6 +234,15 @@ class Store(t.Protocol):
     def sweep(self, now: float) -> int:
         """Free the sessions expired at ``now``; returns how many."""
 
+    def put_chat(self, chat_key: str, value: str, ttl: float) -> None:
+        """Remember what a chat id names (the ``/chat`` door's chat → its latest
+        answer), for ``ttl`` seconds, replacing what it named before; seen by every
+        process sharing the store.
+        """
+
+    def get_chat(self, chat_key: str) -> str | None:
+        """What :meth:`put_chat` stored, or ``None`` if never stored or expired."""
+
     def ping(self) -> None:
         """Raise :class:`~ngai_chat.errors.StoreUnavailable` if unreachable."""
 

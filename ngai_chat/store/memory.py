@@ -62,6 +62,9 @@ class MemoryStore:
         self._by_client: dict[str, set[str]] = {}
         #: client → bytes of request bodies its unfinished sessions hold
         self._client_bytes: dict[str, int] = {}
+        #: the /chat door's chat keys → (value, expiry), and their expiries in order
+        self._chats: dict[str, tuple[str, float]] = {}
+        self._chat_deadlines: list[tuple[float, str]] = []
 
     def _live(self, session_id: str, now: float | None = None) -> _Entry | None:
         entry = self._entries.get(session_id)
@@ -251,6 +254,24 @@ class MemoryStore:
         for session_id in expired:
             self._drop(session_id)
         return dropped + len(expired)
+
+    def put_chat(self, chat_key: str, value: str, ttl: float) -> None:
+        now = self.clock()
+        chats, deadlines = self._chats, self._chat_deadlines
+        # forget the expired ones as new ones come: a bounded cost per call
+        while deadlines and deadlines[0][0] <= now:
+            _, key = heapq.heappop(deadlines)
+            held = chats.get(key)
+            if held is not None and held[1] <= now:
+                del chats[key]
+        chats[chat_key] = (value, now + ttl)
+        heapq.heappush(deadlines, (now + ttl, chat_key))
+
+    def get_chat(self, chat_key: str) -> str | None:
+        held = self._chats.get(chat_key)
+        if held is None or held[1] <= self.clock():
+            return None
+        return held[0]
 
     def ping(self) -> None:
         return None

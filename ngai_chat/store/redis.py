@@ -605,6 +605,16 @@ class RedisStore:
         return int(freed)
 
     @_wrap_errors
+    def put_chat(self, chat_key: str, value: str, ttl: float) -> None:
+        """Remember what a chat id names, for ``ttl`` seconds (see :class:`Store`)."""
+        self._redis.set(f"{self.key_prefix}chat:{chat_key}", value, px=scripts.ms(ttl))
+
+    @_wrap_errors
+    def get_chat(self, chat_key: str) -> str | None:
+        """What :meth:`put_chat` stored, or ``None``."""
+        return t.cast("str | None", self._redis.get(f"{self.key_prefix}chat:{chat_key}"))
+
+    @_wrap_errors
     def ping(self) -> None:
         """Raise :class:`~ngai_chat.errors.StoreUnavailable` if unreachable."""
         self._redis.ping()

@@ -25,6 +25,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
+from bench import fake_upstream as fu
+from bench.live import ROOT
+from bench.live import LiveApp
 from tests.browser.pages import console_errors
 from tests.browser.pages import last_reply
 from tests.browser.pages import open_page
@@ -33,9 +36,6 @@ from tests.browser.pages import send
 from tests.browser.pages import serve
 from tests.browser.pages import wait
 from tests.browser.pages import wait_finished
-from bench import fake_upstream as fu
-from bench.live import ROOT
-from bench.live import LiveApp
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
