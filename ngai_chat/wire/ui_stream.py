@@ -33,8 +33,15 @@ from ..chunks import image_url
 from ..errors import ApiError
 from ..sse import json_data
 
-if t.TYPE_CHECKING:
-    from ..store import Event
+
+class Event(t.Protocol):
+    """What the encoder reads of one log event (the store's ``Event`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def data(self) -> str: ...
+
 
 __all__ = ["DONE", "FINISH_REASONS", "UIStream", "finish_reason"]
 
