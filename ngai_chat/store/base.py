@@ -208,9 +208,18 @@ class Store(t.Protocol):
         and readers, and marks the generation alive (see :meth:`generation_alive`).
         """
 
+    def tick_many(self, session_ids: t.Sequence[str]) -> dict[str, GenerationSignals]:
+        """:meth:`tick` for every generation a process runs, at once: one round trip
+        however many (a store shared between processes also renews the process's
+        liveness in it).
+        """
+
     def generation_alive(self, session_id: str) -> bool:
-        """Whether the claimed generation still ticks; readers that see it lapse
-        end the log with ``upstream_interrupted``.
+        """Whether the claimed generation still lives: with a store shared between
+        processes, whether the process that claimed it still renews its liveness
+        (apart from ticks, so that no number of generations and no slow tick makes
+        a live process look dead); readers that see it lapse end the log with
+        ``upstream_interrupted``.
         """
 
     def count_live(self) -> int:

@@ -202,6 +202,9 @@ class MemoryStore:
             return GenerationSignals(cancelled=True, readers=0)
         return GenerationSignals(cancelled=entry.info.cancelled, readers=len(entry.readers))
 
+    def tick_many(self, session_ids: t.Sequence[str]) -> dict[str, GenerationSignals]:
+        return {session_id: self.tick(session_id) for session_id in session_ids}
+
     def generation_alive(self, session_id: str) -> bool:
         # The generation runs in this process and always ends its log in a
         # ``finally``; it cannot die while the process lives.
