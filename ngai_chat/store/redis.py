@@ -185,6 +185,75 @@ def _reply(reply: t.Any) -> t.Any:
     return reply
 
 
+class _Waiting:
+    """One call waiting in :class:`_Together`."""
+
+    __slots__ = ("call", "done", "reply")
+
+    def __init__(self, call: _Call) -> None:
+        self.call = call
+        self.done = False
+        self.reply: t.Any = None
+
+
+class _Together:
+    """Runs the script calls that greenlets (or threads) of a process make at the
+    same time in one pipeline: a group commit.
+
+    The first caller sends its call at once; callers that come while a pipeline is
+    in flight queue, and when it returns, one of them sends every queued call in the
+    next. So a process makes about one round trip per round-trip time, however many
+    generations append — not one per event — and an event waits at most one round
+    trip more than it would alone.
+
+    :param run: runs a list of calls in one round trip (``RedisStore._eval_all``).
+    :param most: calls per pipeline at most, so that one reply stays small.
+    """
+
+    def __init__(
+        self, run: t.Callable[[t.Sequence[_Call]], list[t.Any]], *, most: int = 1000
+    ) -> None:
+        self._run = run
+        self._most = most
+        self._queue: list[_Waiting] = []
+        self._busy = False
+        self._turn = threading.Condition(threading.Lock())
+
+    def call(self, call: _Call) -> t.Any:
+        """The call's reply.
+
+        :raises redis.RedisError: the call failed, or its pipeline's connection did.
+        :raises OSError: the connection failed.
+        """
+        waiting = _Waiting(call)
+        with self._turn:
+            self._queue.append(waiting)
+            while not waiting.done:
+                if self._busy:
+                    self._turn.wait()
+                    continue
+                self._busy = True
+                batch, self._queue = self._queue[: self._most], self._queue[self._most :]
+                self._turn.release()
+                try:
+                    self._send(batch)
+                finally:
+                    self._turn.acquire()
+                    self._busy = False
+                    self._turn.notify_all()
+        return _reply(waiting.reply)
+
+    def _send(self, batch: list[_Waiting]) -> None:
+        replies: list[t.Any] = [redis.ConnectionError("the pipeline was interrupted")] * len(batch)
+        try:
+            replies = self._run([waiting.call for waiting in batch])
+        except (redis.RedisError, OSError) as exc:
+            replies = [exc] * len(batch)
+        finally:  # even when the sender is killed: nobody waits for ever
+            for waiting, reply in zip(batch, replies, strict=True):
+                waiting.reply, waiting.done = reply, True
+
+
 def _text(value: str) -> bytes:
     """Encode text for Redis ourselves: hiredis' packer would refuse a lone
     surrogate (from a client's ``"\ud800"`` JSON escape) with a foreign error.
@@ -317,6 +386,8 @@ class RedisStore:
         self._heartbeat: threading.Thread | None = None
         self._closed = threading.Event()
         self._local = _LocalLogs(linger=min(10.0, self.replay_ttl), clock=clock)
+        #: the appends of every generation of this process, pipelined together
+        self._appends = _Together(self._eval_all)
 
     def _keys(self, session_id: str) -> tuple[str, str, str]:
         """Hash, stream and readers keys of one session."""
@@ -505,9 +576,8 @@ class RedisStore:
         )
         for name, data in events:
             args += [_text(name), _text(data), "1" if name in TERMINAL_EVENTS else "0"]
-        ids = self._append(
-            keys=[*self._keys(session_id), self._live_key, self._done_key], args=args
-        )
+        keys = [*self._keys(session_id), self._live_key, self._done_key]
+        ids = self._appends.call((self._append, keys, args))
         return [int(new_id) for new_id in ids]
 
     @_wrap_errors
