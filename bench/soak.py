@@ -291,6 +291,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loadgens", type=int, default=2, help="load-generator processes")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--output", type=Path)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the app, e.g. NGAI_MAX_REPLAY_BYTES=33554432 (repeatable)",
+    )
+    parser.add_argument(
+        "--app-root",
+        type=Path,
+        help="serve the ngai_chat of this directory (e.g. an older commit's, to compare)",
+    )
     return parser.parse_args(argv)
 
 
@@ -314,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         "gap_s": args.gap,
         "second_readers": second,
         "kill": kill,
+        "env": args.env,
+        "app_root": str(args.app_root) if args.app_root else None,
     }
     print(f"soak: {info}", file=sys.stderr)
     redis_server = RedisServer().start() if shape.store == "redis" else None
@@ -331,7 +345,10 @@ def main(argv: list[str] | None = None) -> int:
             }
             if redis_server is not None:
                 env["REDIS_URL"] = redis_server.url
-            app = LiveApp(env, workers=shape.workers)
+            env.update(item.split("=", 1) for item in args.env)
+            if args.app_root is not None:
+                env["PYTHONPATH"] = str(args.app_root.resolve())
+            app = LiveApp(env, workers=shape.workers, cwd=args.app_root or ROOT)
             try:
                 app.start(timeout=60)
                 sampler = Sampler(
