@@ -266,7 +266,8 @@ def markdown(result: dict[str, t.Any], command: str) -> str:
         f"| chunk lag p50 / p99 / max | {lag['p50']} / {lag['p99']} / {lag['max']} ms |",
         f"| time to first chunk p50 / p99 | {ttfc['p50']} / {ttfc['p99']} ms |",
         f"| `/health` median / max | {health['median']} / {health['max']} ms |",
-        f"| workers' RSS over time (s: MiB) | {', '.join(f'{t_}: {m}' for t_, m in rss)} |",
+        f"| workers' RSS over time (s: MiB; load ended at {s['load_ended_s']} s) | "
+        f"{', '.join(f'{t_:.0f}: {m:.0f}' for t_, m in rss)} |",
         f"| workers' open descriptors, first / max / last | {fd_text} |",
     ]
     redis_mem = [x.get("redis_used_mib") for x in result["samples"] if x.get("redis_used_mib")]
@@ -290,6 +291,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-kill", action="store_true", help="kill no worker")
     parser.add_argument("--loadgens", type=int, default=2, help="load-generator processes")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
+    parser.add_argument(
+        "--after",
+        type=float,
+        default=0.0,
+        help="seconds to keep sampling once the load stopped (memory given back?)",
+    )
     parser.add_argument("--output", type=Path)
     parser.add_argument(
         "--env",
@@ -390,12 +397,15 @@ def main(argv: list[str] | None = None) -> int:
                 for proc in loadgens:
                     out, _ = proc.communicate(timeout=seconds + 3 * answer + 300)
                     loads.append(json.loads(out))
+                load_ended = round(time.monotonic() - sampler.began, 1)
+                time.sleep(args.after)
                 sampler.stop()
             finally:
                 app.close()
     finally:
         if redis_server is not None:
             redis_server.close()
+    info["load_ended_s"] = load_ended
     result = analyse(loads, kill_at, sampler, info)
     output = args.output or RESULTS / f"soak-{args.shape}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
