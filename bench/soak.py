@@ -209,6 +209,7 @@ def analyse(
         "shape": shape,
         "sessions": sum(load["sessions"] for load in loads),
         "prepare_failed": sum(load["prepare_failed"] for load in loads),
+        "prepare_failures": [f for load in loads for f in load["prepare_failures"]][:20],
         "readers": len(records),
         "readers_second": sum(r["kind"] == "second" for r in records),
         "exact_done": len(exact),
@@ -263,7 +264,8 @@ def markdown(result: dict[str, t.Any], command: str) -> str:
         f"| `POST /prepare` failed | {result['prepare_failed']} |",
         f"| chunks received | {result['chunks_received']} |",
         f"| worker CPU per chunk received | {result['worker_cpu_per_chunk_us']} µs |",
-        f"| chunk lag p50 / p99 / max | {lag['p50']} / {lag['p99']} / {lag['max']} ms |",
+        f"| chunk lag (first readers, live) p50 / p99 / max | {lag['p50']} / {lag['p99']} / "
+        f"{lag['max']} ms |",
         f"| time to first chunk p50 / p99 | {ttfc['p50']} / {ttfc['p99']} ms |",
         f"| `/health` median / max | {health['median']} / {health['max']} ms |",
         f"| workers' RSS over time (s: MiB; load ended at {s['load_ended_s']} s) | "

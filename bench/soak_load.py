@@ -221,6 +221,10 @@ class Load:
                 reader.expected = index + 1
             if reader.first_chunk is None:
                 reader.first_chunk = time.monotonic()
+            # the lag of chunks followed live: not of a second reader's replay, nor
+            # of what a reconnection replays
+            if reader.kind != "first" or reader.reconnects:
+                return
             self._seen += 1
             if not self._seen % LATENCY_STRIDE and (stamp := STAMP.search(frame)) is not None:
                 self.latencies.append(time.monotonic_ns() // 1000 - int(stamp[1]))
