@@ -172,6 +172,14 @@ _OWN_PROPERTIES: dict[str, dict[str, t.Any]] = {
     "stream": {"description": "Ignored: answers always stream."},
 }
 
+_CHAT_ID = {
+    "name": "chatId",
+    "in": "path",
+    "required": True,
+    "description": "The chat's id (useChat's id): 1-128 of A-Z, a-z, 0-9, _ and -.",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"},
+}
+
 _SESSION_ID = {
     "name": "sessionId",
     "in": "path",
@@ -295,6 +303,55 @@ def _components() -> dict[str, t.Any]:
                 "required": ["error"],
                 "properties": {"error": _ref("Error")},
             },
+            "UIChatRequest": {
+                "type": "object",
+                "required": ["id", "messages"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"},
+                    "messages": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["role", "parts"],
+                            "properties": {
+                                "id": {"type": "string"},
+                                "role": {"enum": ["system", "user", "assistant"]},
+                                "parts": {"type": "array", "items": {"type": "object"}},
+                                "metadata": {"type": "object"},
+                            },
+                        },
+                    },
+                    "trigger": {"enum": ["submit-message", "regenerate-message"]},
+                    "messageId": {"type": "string"},
+                    "model": {"type": "string"},
+                },
+            },
+            "OpenAIError": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["message", "type", "param", "code"],
+                        "properties": {
+                            "message": {"type": "string"},
+                            "type": {
+                                "enum": [
+                                    "invalid_request_error",
+                                    "authentication_error",
+                                    "permission_error",
+                                    "insufficient_quota",
+                                    "rate_limit_error",
+                                    "api_error",
+                                ]
+                            },
+                            "param": {"type": ["string", "null"]},
+                            "code": {"type": "string"},
+                        },
+                    }
+                },
+            },
             "ChunkEvent": {
                 "description": "event: chunk. The upstream chat.completion.chunk exactly as "
                 "received, plus content (the text of choices[0].delta.content) and "
@@ -386,7 +443,8 @@ def openapi_document(prefix: str) -> dict[str, t.Any]:
             "title": "ngai_chat",
             "version": __version__,
             "description": "Relay AI chat answers from OpenRouter to browsers as "
-            "Server-Sent Events: POST /prepare, then GET the streamUrl with EventSource.",
+            "Server-Sent Events: POST /prepare, then GET the streamUrl with EventSource; "
+            "or POST /chat (the AI SDK's useChat), or POST /v1/chat/completions (OpenAI SDKs).",
         },
         "paths": {
             f"{prefix}/prepare": {
@@ -458,6 +516,95 @@ def openapi_document(prefix: str) -> dict[str, t.Any]:
                         **_errors(*CANCEL_ERRORS),
                     },
                 },
+            },
+            f"{prefix}/chat": {
+                "post": {
+                    "summary": "Answer as the AI SDK's UI message stream (useChat)",
+                    "description": "DefaultChatTransport's body: {id, messages: UIMessage[], "
+                    "trigger, messageId?}, plus an optional model and any pass-through key "
+                    "of /prepare. The answer streams at once as the UI message stream "
+                    "(x-vercel-ai-ui-message-stream: v1): start, start-step, reasoning-*, "
+                    "text-*, source-url, tool-input-*, file, finish-step, finish (or error, "
+                    "abort), then data: [DONE]. Refusals before the stream starts are JSON "
+                    "errors.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("UIChatRequest")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "text/event-stream: the UI message stream",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(*PREPARE_ERRORS),
+                    },
+                }
+            },
+            f"{prefix}/chat/{{chatId}}/stream": {
+                "get": {
+                    "summary": "Resume the chat's running answer (replayed from start)",
+                    "parameters": [_CHAT_ID],
+                    "responses": {
+                        "200": {
+                            "description": "text/event-stream: the whole message, then live",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "204": {"description": "None of the chat's answers is running."},
+                        **_errors(errors.Unauthorized),
+                    },
+                },
+                "delete": {
+                    "summary": "Stop the chat's running answer",
+                    "parameters": [_CHAT_ID],
+                    "responses": {
+                        "204": {"description": "Stopped, or nothing was running."},
+                        **_errors(errors.Unauthorized),
+                    },
+                },
+            },
+            f"{prefix}/v1/chat/completions": {
+                "post": {
+                    "summary": "OpenAI-compatible chat completion (streamed or not)",
+                    "description": "OpenAI's chat completion request (model, messages, "
+                    "stream, stream_options, n = 1, and /prepare's pass-through keys). "
+                    "stream: true answers text/event-stream with each upstream chunk as "
+                    "data: <chunk>, then data: [DONE]; otherwise one chat.completion. "
+                    "Errors carry OpenAI's body {error: {message, type, param, code}} with "
+                    "the status of the same code elsewhere.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "a chat.completion, or text/event-stream of chunks",
+                            "content": {
+                                "application/json": {"schema": {"type": "object"}},
+                                "text/event-stream": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "default": {
+                            "description": "An error, in OpenAI's shape",
+                            "content": {"application/json": {"schema": _ref("OpenAIError")}},
+                        },
+                    },
+                }
+            },
+            f"{prefix}/v1/models": {
+                "get": {
+                    "summary": "The allowed models, in OpenAI's list shape",
+                    "responses": {
+                        "200": {
+                            "description": '{"object": "list", "data": [{id, object, created, '
+                            "owned_by}]}",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "default": {
+                            "description": "An error, in OpenAI's shape",
+                            "content": {"application/json": {"schema": _ref("OpenAIError")}},
+                        },
+                    },
+                }
             },
             f"{prefix}/models": {
                 "get": {

@@ -116,3 +116,20 @@ def test_content_parts_and_tool_calls_are_documented(doc: dict[str, t.Any]) -> N
     }
     assert "NGAI_MAX_CLIENT_BYTES" in schemas["ContentPart"]["description"]
     assert "delta.images" in schemas["ChunkEvent"]["description"]
+
+
+def test_every_route_of_every_door_is_documented(app: t.Any, doc: dict[str, t.Any]) -> None:
+    """Each route the blueprint serves (the three doors and the rest) has its path and
+    methods in the document; static files aside.
+    """
+    documented = {
+        path: {method.upper() for method in operations} for path, operations in doc["paths"].items()
+    }
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("ngai_chat.") or rule.endpoint.endswith("static"):
+            continue
+        path = rule.rule.replace("<ngai_chat_any:session_id>", "{sessionId}")
+        path = path.replace("<ngai_chat_any:chat_id>", "{chatId}")
+        assert path in documented, f"{rule.rule} ({rule.endpoint}) is not in /openapi.json"
+        served = set(rule.methods or ()) - {"HEAD", "OPTIONS"}
+        assert served <= documented[path], f"{rule.rule}: {served - documented[path]}"
