@@ -74,6 +74,7 @@ class Settings:
     max_sessions: int = 10_000
     max_events: int = 20_000
     max_log_bytes: int = 16_777_216
+    max_replay_bytes: int = 268_435_456
     max_event_bytes: int = 1_048_576
     max_sessions_per_client: int = 100
     client_timeout: float = 30.0
@@ -263,6 +264,7 @@ VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
     "NGAI_MAX_SESSIONS": ("max_sessions", _positive_int, "a whole number > 0"),
     "NGAI_MAX_EVENTS": ("max_events", _positive_int, "a whole number > 1"),
     "NGAI_MAX_LOG_BYTES": ("max_log_bytes", _positive_int, "a whole number of bytes > 0"),
+    "NGAI_MAX_REPLAY_BYTES": ("max_replay_bytes", _positive_int, "a whole number of bytes > 0"),
     "NGAI_MAX_EVENT_BYTES": ("max_event_bytes", _positive_int, "a whole number of bytes > 0"),
     "NGAI_MAX_SESSIONS_PER_CLIENT": (
         "max_sessions_per_client",

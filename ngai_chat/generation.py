@@ -120,6 +120,8 @@ class Generation:
         self._outbox: list[tuple[str, str]] = []
         self._writer: gevent.greenlet.Greenlet | None = None
         self._write_error: errors.StoreUnavailable | None = None
+        #: ``(name, data)`` of the terminal event when the store failed to take it
+        self.unwritten: tuple[str, str] | None = None
 
     def start(self) -> None:
         self.greenlet = self.spawn(self.run)
@@ -170,6 +172,7 @@ class Generation:
             self.store.append(session.id, *terminal)
         except errors.StoreUnavailable:
             log.warning("session %s: could not store the terminal event", session.id)
+            self.unwritten = terminal
         finally:
             self.on_end(self)
         self.metrics.generation_finished(

@@ -23,8 +23,11 @@ How a generation learns that it must stop:
   sees its liveness lapse ends the log with ``upstream_interrupted``.
 
 Ticks exist only for a store shared between processes: one watcher greenlet per
-relay keeps each generation marked alive there and reads the cancel flag and
-the readers of every process. With the memory store nothing ticks.
+relay reads the cancel flag and the readers of every process for all its
+generations at once (one round trip per tick, however many generations), and
+retries the terminal event of a generation whose store failed at its end. The
+store keeps the process marked alive on its own. With the memory store nothing
+ticks.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from .generation import Spawn
 from .generation import Stop
 from .metrics import Metrics
 from .store import Event
+from .store import GenerationSignals
 from .store import SessionInfo
 from .store import Store
 from .upstream import Upstream
@@ -129,6 +133,8 @@ class Relay:
         self.running: dict[str, Generation] = {}
         #: readers open in this process, by session id
         self._readers: dict[str, int] = {}
+        #: terminal events of ended generations that the store failed to take
+        self._unwritten: dict[str, tuple[str, str]] = {}
         self._watcher: gevent.greenlet.Greenlet | None = None
         #: ``GET /stream`` responses open in this process
         self.open_streams = 0
@@ -224,7 +230,14 @@ class Relay:
         return True
 
     def _ended(self, generation: Generation) -> None:
-        self.running.pop(generation.session.id, None)
+        session_id = generation.session.id
+        self.running.pop(session_id, None)
+        if generation.unwritten is not None and self.store.shared:
+            # its process lives on, so readers elsewhere would wait for the end
+            # of this log: the watcher writes it when the store is back
+            self._unwritten[session_id] = generation.unwritten
+            if self._watcher is None or self._watcher.dead:
+                self._watcher = self.spawn(self._watch)
 
     def cancel(self, session_id: str) -> bool:
         """Stop a session's generation, wherever it runs; ``False`` if unknown.
@@ -247,19 +260,29 @@ class Relay:
 
     def _watch(self) -> None:
         """Tick every running generation until none is left (shared stores)."""
-        while self.running:
-            for generation in list(self.running.values()):
-                try:
-                    self._tick(generation)
-                except errors.StoreUnavailable:
-                    pass  # the generation's own appends report the outage
-                except Exception:  # keep watching the others whatever one hit
-                    log.exception("session %s: tick failed", generation.session.id)
+        while self.running or self._unwritten:
+            generations = list(self.running.values())
+            try:
+                if generations:
+                    signals = self.store.tick_many([g.session.id for g in generations])
+                    for generation in generations:
+                        self._tick(generation, signals[generation.session.id])
+                self._write_unwritten()
+            except errors.StoreUnavailable:
+                pass  # the generations' own appends report the outage
+            except Exception:  # keep watching whatever one tick hit
+                log.exception("tick failed")
             gevent.sleep(TICK_INTERVAL)
 
-    def _tick(self, generation: Generation) -> None:
-        """Keep a generation alive; stop it on cancel, or when readers left it."""
-        signals = self.store.tick(generation.session.id)
+    def _write_unwritten(self) -> None:
+        """End the logs whose generations could not (the store failed then)."""
+        for session_id, terminal in list(self._unwritten.items()):
+            self.store.append(session_id, *terminal)  # None: ended, or gone: done too
+            del self._unwritten[session_id]
+            log.info("session %s: terminal event stored late", session_id)
+
+    def _tick(self, generation: Generation, signals: GenerationSignals) -> None:
+        """Stop a generation on cancel, or when readers left it."""
         if signals.cancelled:
             generation.stop("cancelled")
         elif signals.readers:

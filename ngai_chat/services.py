@@ -99,6 +99,7 @@ def init_app(
             settings.redis_url,
             replay_ttl=settings.replay_ttl,
             clock=clock,
+            max_replay_bytes=settings.max_replay_bytes,
             key_prefix=settings.redis_key_prefix,
             heartbeat=settings.heartbeat_interval,
             max_events=settings.max_events,

@@ -647,24 +647,25 @@ class TestRedisStore:
         store.append(sid, "chunk", "{}")
         store.attach(sid, "r1")
         store.tick(sid)
+        process = f"p:{store.process_id}"  # type: ignore[attr-defined]
         ttls = self.ttls(client, prefix)
-        assert set(ttls) == {f"s:{sid}", f"e:{sid}", f"r:{sid}", f"a:{sid}", "live"}
+        assert set(ttls) == {f"s:{sid}", f"e:{sid}", f"r:{sid}", process, "live"}
         assert all(ttl > 0 for ttl in ttls.values()), ttls
         assert 110_000 < ttls[f"s:{sid}"] <= 120_000
         assert 110_000 < ttls[f"e:{sid}"] <= 120_000
-        assert 0 < ttls[f"a:{sid}"] <= 5_000
+        assert 0 < ttls[process] <= 5_000
         assert 0 < ttls[f"r:{sid}"] <= PRESENCE_TTL * 1000
 
         store.append(sid, "done", "{}")
         ttls = self.ttls(client, prefix)
         # the empty ``live`` index is gone: Redis deletes empty sorted sets
-        assert set(ttls) == {f"s:{sid}", f"e:{sid}", f"r:{sid}", f"a:{sid}", "done"}
-        for key in (f"s:{sid}", f"e:{sid}", f"r:{sid}", f"a:{sid}"):
+        assert set(ttls) == {f"s:{sid}", f"e:{sid}", f"r:{sid}", process, "done"}
+        for key in (f"s:{sid}", f"e:{sid}", f"r:{sid}"):
             assert 0 < ttls[key] <= REPLAY_TTL * 1000, key
         assert ttls["done"] > 0
 
         assert store.sweep(T0 + REPLAY_TTL) == 1
-        assert set(self.ttls(client, prefix)) <= {"live", "done"}
+        assert set(self.ttls(client, prefix)) <= {"live", "done", process}
 
     def test_reader_presence_lapses(self, store: Store, clock: FakeClock) -> None:
         session = claimed_session(store, clock)
@@ -676,16 +677,23 @@ class TestRedisStore:
         clock.now = T0 + PRESENCE_TTL  # r1 stopped refreshing two heartbeats ago and more
         assert store.tick(session.id).readers == 1
 
-    def test_generation_alive_lapses_without_ticks(
+    def test_generation_alive_lapses_when_its_process_stops(
         self, backend: Backend, clock: FakeClock
     ) -> None:
         store = backend.store(liveness_ttl=0.2)
+        elsewhere = backend.store(liveness_ttl=0.2)
         session = claimed_session(store, clock)
-        store.tick(session.id)
-        assert store.generation_alive(session.id)
-        wait_until(lambda: not store.generation_alive(session.id), 5, "the alive key to lapse")
-        store.tick(session.id)
-        assert store.generation_alive(session.id)
+        assert elsewhere.generation_alive(session.id)
+        # no tick for five times the liveness TTL: the process's heartbeat keeps it
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:
+            assert elsewhere.generation_alive(session.id)
+            time.sleep(0.02)
+        store.close()  # as its process dies: the heartbeat stops
+        wait_until(lambda: not elsewhere.generation_alive(session.id), 5, "the alive key to lapse")
+        unclaimed = new_session(clock)
+        elsewhere.create(unclaimed)
+        assert not elsewhere.generation_alive(unclaimed.id)
 
     def test_dead_generation_is_swept(
         self, backend: Backend, client: redis.Redis, clock: FakeClock

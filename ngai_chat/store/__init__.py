@@ -22,6 +22,7 @@ def store_from_url(
     *,
     replay_ttl: float,
     clock: t.Callable[[], float] = time.time,
+    max_replay_bytes: int = 268_435_456,
     **options: t.Any,
 ) -> Store:
     """The store for ``REDIS_URL``: Redis when set, else this process's memory.
@@ -31,11 +32,13 @@ def store_from_url(
         ``None`` for memory.
     :param replay_ttl: seconds a finished log stays readable.
     :param clock: wall-clock source, injectable for tests.
+    :param max_replay_bytes: bytes of finished logs one process keeps at most
+        (memory store; Redis keeps them in Redis, for ``replay_ttl``).
     :param options: passed to the Redis store (key prefix, heartbeat, …).
     :raises ConfigError: the URL has another scheme.
     """
     if not url or url == MEMORY_URL:
-        return MemoryStore(replay_ttl=replay_ttl, clock=clock)
+        return MemoryStore(replay_ttl=replay_ttl, clock=clock, max_replay_bytes=max_replay_bytes)
     if not url.startswith(REDIS_SCHEMES):
         # redis-py would say something about its own URL parsing; say which setting
         # (only the scheme is shown: the rest may hold a password)

@@ -44,6 +44,8 @@ __all__ = [
     "GenerationSignals",
     "SessionInfo",
     "Store",
+    "data_of",
+    "frame_keeps_data",
 ]
 
 #: event names that end a stream
@@ -54,18 +56,24 @@ class Event:
     """One SSE event of a session's log (a plain slotted class: one is made per
     chunk, so it stays as cheap as a tuple).
 
+    A log keeps each event once, as its SSE frame; ``data`` is then read back out of
+    the frame when asked for (the OpenAI and AI SDK doors parse it, the NGAI door
+    sends the frame). An event read from Redis comes as data, and its frame is
+    encoded when asked for.
+
     :param id: position in the log, from 1.
     :param name: ``chunk``, ``done`` or ``error``.
-    :param data: the JSON text sent as the event's ``data:`` line.
+    :param data: the JSON text sent as the event's ``data:`` line, or ``None`` to
+        read it from ``frame``.
     :param frame: its SSE bytes, when encoded already.
     """
 
-    __slots__ = ("_frame", "data", "id", "name")
+    __slots__ = ("_data", "_frame", "id", "name")
 
-    def __init__(self, id: int, name: str, data: str, frame: bytes | None = None) -> None:
+    def __init__(self, id: int, name: str, data: str | None, frame: bytes | None = None) -> None:
         self.id = id
         self.name = name
-        self.data = data
+        self._data = data
         self._frame = frame
 
     def __repr__(self) -> str:
@@ -84,12 +92,48 @@ class Event:
         return self.name in TERMINAL_EVENTS
 
     @property
+    def data(self) -> str:
+        """The JSON text of the event's ``data:`` line(s)."""
+        data = self._data
+        if data is None:
+            assert self._frame is not None
+            data = self._data = data_of(self._frame)
+        return data
+
+    @property
     def frame(self) -> bytes:
         """The event as SSE bytes, encoded once however many readers send it."""
         frame = self._frame
         if frame is None:
             frame = self._frame = sse.event(self.data, name=self.name, id=self.id)
         return frame
+
+
+def data_of(frame: bytes) -> str:
+    """The data of an SSE frame made by :func:`ngai_chat.sse.event`: its ``data:``
+    lines joined with ``\\n`` (exactly the data it was made from, unless that held a
+    ``\\r`` or a lone surrogate: see :func:`frame_keeps_data`).
+    """
+    start = frame.find(b"data: ") + 6
+    if frame.find(b"\ndata: ", start) < 0:  # the usual case: one line of JSON
+        return frame[start:-2].decode()
+    lines = frame[start - 6 : -2].decode().split("\n")
+    return "\n".join(line[6:] for line in lines)
+
+
+def frame_keeps_data(data: str) -> bool:
+    """Whether :func:`data_of` gives ``data`` back from its frame: not when it holds
+    a ``\\r`` (framed as a line break) or a lone surrogate (framed as its escape).
+    """
+    if "\r" in data:
+        return False
+    if data.isascii():
+        return True
+    try:
+        data.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,9 +252,18 @@ class Store(t.Protocol):
         and readers, and marks the generation alive (see :meth:`generation_alive`).
         """
 
+    def tick_many(self, session_ids: t.Sequence[str]) -> dict[str, GenerationSignals]:
+        """:meth:`tick` for every generation a process runs, at once: one round trip
+        however many (a store shared between processes also renews the process's
+        liveness in it).
+        """
+
     def generation_alive(self, session_id: str) -> bool:
-        """Whether the claimed generation still ticks; readers that see it lapse
-        end the log with ``upstream_interrupted``.
+        """Whether the claimed generation still lives: with a store shared between
+        processes, whether the process that claimed it still renews its liveness
+        (apart from ticks, so that no number of generations and no slow tick makes
+        a live process look dead); readers that see it lapse end the log with
+        ``upstream_interrupted``.
         """
 
     def count_live(self) -> int:

@@ -3,11 +3,21 @@
 Correct only inside one worker process; ``create_app`` refuses to start several
 workers on it (see :mod:`ngai_chat.config`). Every method runs without blocking
 except :meth:`MemoryStore.read`, so no other greenlet can interleave inside one.
+
+Finished logs are kept for replay until ``replay_ttl`` passes, and under
+``max_replay_bytes`` (``NGAI_MAX_REPLAY_BYTES``) all together: past it, the
+oldest finished logs are dropped first, and their sessions answer as expired ones
+do. Memory freed that way, or by expiry, is given back to the operating system by
+the sweep (``malloc_trim``) once enough has been freed: glibc's allocator keeps
+freed memory for reuse otherwise, and a worker's RSS stayed at its peak.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
+import functools
 import heapq
 import time
 import typing as t
@@ -21,7 +31,34 @@ from .base import GenerationSignals
 from .base import SessionInfo
 from .log import EventLog
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "release_memory"]
+
+#: bytes of logs freed after which a sweep gives memory back to the OS
+TRIM_AFTER = 32 * 1024 * 1024
+
+
+@functools.cache
+def _malloc_trim() -> t.Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or ``None`` on another C library."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim: t.Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+def release_memory() -> bool:
+    """Give the memory that the C allocator keeps free back to the OS (glibc's
+    ``malloc_trim(0)``: a few milliseconds on a large heap). Whether it could.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 @dataclasses.dataclass
@@ -42,14 +79,28 @@ class MemoryStore:
 
     :param replay_ttl: seconds a finished log stays readable.
     :param clock: wall-clock source, injectable for tests.
+    :param max_replay_bytes: bytes of finished logs kept at most; the oldest go first.
     """
 
     kind = "memory"
     shared = False
 
-    def __init__(self, *, replay_ttl: float, clock: t.Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        replay_ttl: float,
+        clock: t.Callable[[], float] = time.time,
+        max_replay_bytes: int = 268_435_456,
+    ) -> None:
         self.replay_ttl = replay_ttl
         self.clock = clock
+        self.max_replay_bytes = max_replay_bytes
+        #: finished sessions, oldest first, with the bytes of their logs
+        self._finished: dict[str, int] = {}
+        #: bytes of the finished logs kept
+        self.replay_bytes = 0
+        #: bytes of logs freed since memory was last given back to the OS
+        self._freed = 0
         self._entries: dict[str, _Entry] = {}
         #: entries without a terminal event, expired or not: kept as a count so
         #: that count_live (checked on every /prepare) does not walk them all
@@ -79,6 +130,9 @@ class MemoryStore:
             if entry.finished_at is None:
                 self._unfinished -= 1
                 self._forget_client(entry.info)
+            else:
+                self.replay_bytes -= self._finished.pop(session_id, 0)
+            self._freed += entry.log.nbytes
             entry.changed.set()  # readers blocked on it find the session gone
 
     def _forget_client(self, info: SessionInfo) -> None:
@@ -153,7 +207,17 @@ class MemoryStore:
             entry.info = dataclasses.replace(entry.info, terminal_id=event_id)
             self._unfinished -= 1
             self._forget_client(entry.info)
+            self._keep_for_replay(entry.info.id, entry.log.nbytes)
         return event_id
+
+    def _keep_for_replay(self, session_id: str, nbytes: int) -> None:
+        """Count a finished log, and drop the oldest ones past the cap (never the
+        one that just finished: its readers are still reading it).
+        """
+        self._finished[session_id] = nbytes
+        self.replay_bytes += nbytes
+        while self.replay_bytes > self.max_replay_bytes and len(self._finished) > 1:
+            self._drop(next(iter(self._finished)))
 
     @staticmethod
     def _wake(entry: _Entry) -> None:
@@ -202,6 +266,9 @@ class MemoryStore:
             return GenerationSignals(cancelled=True, readers=0)
         return GenerationSignals(cancelled=entry.info.cancelled, readers=len(entry.readers))
 
+    def tick_many(self, session_ids: t.Sequence[str]) -> dict[str, GenerationSignals]:
+        return {session_id: self.tick(session_id) for session_id in session_ids}
+
     def generation_alive(self, session_id: str) -> bool:
         # The generation runs in this process and always ends its log in a
         # ``finally``; it cannot die while the process lives.
@@ -229,6 +296,9 @@ class MemoryStore:
         expired = [sid for sid, entry in self._entries.items() if self._expired(entry, now)]
         for session_id in expired:
             self._drop(session_id)
+        if self._freed >= TRIM_AFTER:
+            self._freed = 0
+            release_memory()
         return dropped + len(expired)
 
     def ping(self) -> None:
@@ -237,3 +307,5 @@ class MemoryStore:
     def close(self) -> None:
         self._entries.clear()
         self._by_client.clear()
+        self._finished.clear()
+        self.replay_bytes = 0

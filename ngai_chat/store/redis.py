@@ -4,11 +4,11 @@ With :mod:`~ngai_chat.store.redis_tail`, the only modules of the package that
 import :mod:`redis`. Keys, all under
 ``key_prefix`` and all with a TTL, so Redis never fills with dead sessions::
 
-    <prefix>s:<id>   hash    request, referer, client, expires_at, claimed,
+    <prefix>s:<id>   hash    request, referer, client, expires_at, claimed, owner,
                              cancelled, last (event counter), terminal_id, finished_at
     <prefix>e:<id>   stream  the event log; entry ``0-N`` is event N (fields n, d)
     <prefix>r:<id>   zset    attached readers, scored by when their presence lapses
-    <prefix>a:<id>   string  present while the generation ticks (TTL ``liveness_ttl``)
+    <prefix>p:<process> string  present while that process lives (TTL ``liveness_ttl``)
     <prefix>live     zset    pending and running sessions, scored by their deadline
                              (``+inf`` while running), for :meth:`RedisStore.count_live`
     <prefix>done     zset    finished sessions, scored by the end of their replay
@@ -27,6 +27,15 @@ writers race. Scripts build a session's
 key names from the prefix, so this store targets a single Redis server (or a
 replicated primary), not Redis Cluster.
 
+**Liveness** is one key per process, not one per generation: a claim records the
+claiming process as the session's ``owner``, and each process renews its own key
+``p:<process>`` from a heartbeat of its own, one command every ``liveness_ttl / 5``
+seconds however many generations it runs — apart from the ticks that report
+cancels and readers (:meth:`RedisStore.tick_many`, one pipeline per tick for every
+generation), so that neither many generations nor a slow tick can make a live
+process look dead. A generation's process that dies stops renewing, and its
+readers elsewhere see the lapse.
+
 Readers waiting for a session generated in another process do not each hold a
 connection in ``XREAD BLOCK``: one tail per store
 (:class:`~ngai_chat.store.redis_tail.Tail`) blocks in a single ``XREAD`` on every
@@ -42,15 +51,19 @@ costs no round trip per chunk). Readers elsewhere read the Redis Stream.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import threading
 import time
 import typing as t
+import uuid
 
 import redis
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from ..errors import StoreUnavailable
@@ -161,6 +174,86 @@ class _LocalLogs:
                 self._drop(session_id)
 
 
+#: one script run: the script, its keys, its arguments
+_Call = tuple[Script, list[t.Any], list[t.Any]]
+
+
+def _reply(reply: t.Any) -> t.Any:
+    """A pipelined reply, raised if it is an error."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+class _Waiting:
+    """One call waiting in :class:`_Together`."""
+
+    __slots__ = ("call", "done", "reply")
+
+    def __init__(self, call: _Call) -> None:
+        self.call = call
+        self.done = False
+        self.reply: t.Any = None
+
+
+class _Together:
+    """Runs the script calls that greenlets (or threads) of a process make at the
+    same time in one pipeline: a group commit.
+
+    The first caller sends its call at once; callers that come while a pipeline is
+    in flight queue, and when it returns, one of them sends every queued call in the
+    next. So a process makes about one round trip per round-trip time, however many
+    generations append — not one per event — and an event waits at most one round
+    trip more than it would alone.
+
+    :param run: runs a list of calls in one round trip (``RedisStore._eval_all``).
+    :param most: calls per pipeline at most, so that one reply stays small.
+    """
+
+    def __init__(
+        self, run: t.Callable[[t.Sequence[_Call]], list[t.Any]], *, most: int = 1000
+    ) -> None:
+        self._run = run
+        self._most = most
+        self._queue: list[_Waiting] = []
+        self._busy = False
+        self._turn = threading.Condition(threading.Lock())
+
+    def call(self, call: _Call) -> t.Any:
+        """The call's reply.
+
+        :raises redis.RedisError: the call failed, or its pipeline's connection did.
+        :raises OSError: the connection failed.
+        """
+        waiting = _Waiting(call)
+        with self._turn:
+            self._queue.append(waiting)
+            while not waiting.done:
+                if self._busy:
+                    self._turn.wait()
+                    continue
+                self._busy = True
+                batch, self._queue = self._queue[: self._most], self._queue[self._most :]
+                self._turn.release()
+                try:
+                    self._send(batch)
+                finally:
+                    self._turn.acquire()
+                    self._busy = False
+                    self._turn.notify_all()
+        return _reply(waiting.reply)
+
+    def _send(self, batch: list[_Waiting]) -> None:
+        replies: list[t.Any] = [redis.ConnectionError("the pipeline was interrupted")] * len(batch)
+        try:
+            replies = self._run([waiting.call for waiting in batch])
+        except (redis.RedisError, OSError) as exc:
+            replies = [exc] * len(batch)
+        finally:  # even when the sender is killed: nobody waits for ever
+            for waiting, reply in zip(batch, replies, strict=True):
+                waiting.reply, waiting.done = reply, True
+
+
 def _text(value: str) -> bytes:
     """Encode text for Redis ourselves: hiredis' packer would refuse a lone
     surrogate (from a client's ``"\ud800"`` JSON escape) with a foreign error.
@@ -199,8 +292,8 @@ class RedisStore:
     :param heartbeat: seconds between a reader's :meth:`attach` calls; a reader
         that stops calling lapses after ``2 * heartbeat + presence_grace``.
     :param presence_grace: seconds of slack on top of two missed heartbeats.
-    :param liveness_ttl: seconds a generation stays "alive" after its last
-        :meth:`tick`.
+    :param liveness_ttl: seconds the generations of a process stay "alive" after
+        its last heartbeat (sent every fifth of it).
     :param running_ttl: seconds the keys of a claimed session live after the
         last tick, so the sessions of a dead instance vanish too. Default: the
         larger of ``replay_ttl`` and 60, so a dead generation can be read (and
@@ -288,17 +381,22 @@ class RedisStore:
         self._sweep = register(scripts.SWEEP)
         self._live_key = f"{key_prefix}live"
         self._done_key = f"{key_prefix}done"
+        #: this store's process, as the ``owner`` of the sessions it claims
+        self.process_id = uuid.uuid4().hex
+        self._heartbeat: threading.Thread | None = None
+        self._closed = threading.Event()
         self._local = _LocalLogs(linger=min(10.0, self.replay_ttl), clock=clock)
+        #: the appends of every generation of this process, pipelined together
+        self._appends = _Together(self._eval_all)
 
-    def _keys(self, session_id: str) -> tuple[str, str, str, str]:
-        """Hash, stream, readers and alive keys of one session."""
+    def _keys(self, session_id: str) -> tuple[str, str, str]:
+        """Hash, stream and readers keys of one session."""
         p = self.key_prefix
-        return (
-            f"{p}s:{session_id}",
-            f"{p}e:{session_id}",
-            f"{p}r:{session_id}",
-            f"{p}a:{session_id}",
-        )
+        return (f"{p}s:{session_id}", f"{p}e:{session_id}", f"{p}r:{session_id}")
+
+    def _process_key(self, process_id: str) -> str:
+        """The key present while the process ``process_id`` lives."""
+        return f"{self.key_prefix}p:{process_id}"
 
     def _args(self, now: float, *rest: t.Any) -> list[t.Any]:
         # repr() keeps every float exact, so Lua and Python compare the same
@@ -381,18 +479,66 @@ class RedisStore:
 
         :param session_id: the session to claim.
         """
-        hash_key, stream_key, _, alive_key = self._keys(session_id)
-        won = self._claim(
-            keys=[hash_key, stream_key, alive_key, self._live_key],
-            args=self._args(
-                self.clock(),
-                session_id,
-                scripts.ms(self.running_ttl),
-                scripts.ms(self.liveness_ttl),
-                self.key_prefix,
-            ),
+        hash_key, stream_key, _ = self._keys(session_id)
+        self._start_heartbeat()
+        keys = [hash_key, stream_key, self._live_key]
+        args = self._args(
+            self.clock(),
+            session_id,
+            scripts.ms(self.running_ttl),
+            self.process_id,
+            self.key_prefix,
         )
-        return bool(won)
+        # alive from the claim on, before the heartbeat's next beat
+        (won,) = self._eval_all([(self._claim, keys, args)], renew=True)
+        return bool(_reply(won))
+
+    def _eval_all(self, calls: t.Sequence[_Call], renew: bool = False) -> list[t.Any]:
+        """Run every script call in one round trip (after renewing this process's
+        alive key, with ``renew``).
+
+        A pipeline of ``EVALSHA``: redis-py's own script pipelining would ask
+        ``SCRIPT EXISTS`` first, a second round trip every time. The calls of
+        scripts that Redis lost (it restarted) are run again after loading them:
+        ``NOSCRIPT`` means the script did not run.
+
+        :return: each call's reply, or the :class:`redis.ResponseError` it got.
+        :raises redis.RedisError: the renewal failed, or the connection did.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        if renew:
+            pipe.set(self._process_key(self.process_id), "1", px=scripts.ms(self.liveness_ttl))
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = pipe.execute(raise_on_error=False)
+        if renew:
+            head = replies.pop(0)
+            if isinstance(head, Exception):
+                raise head
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if lost:
+            for script in {id(calls[i][0]): calls[i][0] for i in lost}.values():
+                script.sha = self._redis.script_load(script.script)
+            again = self._eval_all([calls[i] for i in lost])
+            for i, reply in zip(lost, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None and not self._closed.is_set():
+            self._heartbeat = threading.Thread(target=self._beat, daemon=True)
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        """Renew this process's alive key until the store closes (a thread, or a
+        greenlet in a gevent worker): one command per beat for every generation.
+        """
+        key, ttl_ms = self._process_key(self.process_id), scripts.ms(self.liveness_ttl)
+        interval = self.liveness_ttl / 5
+        while not self._closed.wait(interval):
+            # Redis away: the appends and ticks report it
+            with contextlib.suppress(redis.RedisError, OSError):
+                self._redis.set(key, "1", px=ttl_ms)
 
     def append(self, session_id: str, name: str, data: str) -> int | None:
         """Append one event (see :meth:`append_many`)."""
@@ -430,9 +576,8 @@ class RedisStore:
         )
         for name, data in events:
             args += [_text(name), _text(data), "1" if name in TERMINAL_EVENTS else "0"]
-        ids = self._append(
-            keys=[*self._keys(session_id), self._live_key, self._done_key], args=args
-        )
+        keys = [*self._keys(session_id), self._live_key, self._done_key]
+        ids = self._appends.call((self._append, keys, args))
         return [int(new_id) for new_id in ids]
 
     @_wrap_errors
@@ -450,7 +595,7 @@ class RedisStore:
         if local is not None:
             return local
         deadline = time.monotonic() + timeout
-        hash_key, stream_key, _, _ = self._keys(session_id)
+        hash_key, stream_key, _ = self._keys(session_id)
         since = f"0-{max(after, 0)}"
         count = self._read_count(stream_key)
         # One round trip: is the session there, and has it events already?
@@ -512,7 +657,7 @@ class RedisStore:
         :param session_id: the session being read.
         :param reader_id: unique per open stream, in every process.
         """
-        hash_key, _, readers_key, _ = self._keys(session_id)
+        hash_key, _, readers_key = self._keys(session_id)
         self._attach(
             keys=[hash_key, readers_key],
             args=self._args(
@@ -529,28 +674,34 @@ class RedisStore:
         """
         self._redis.zrem(self._keys(session_id)[2], reader_id)
 
-    @_wrap_errors
     def tick(self, session_id: str) -> GenerationSignals:
-        """Report cancel and readers, and mark the generation alive, in one
-        round trip. A gone session reports ``cancelled`` so its generation stops.
+        """Report cancel and readers (see :meth:`tick_many`)."""
+        return self.tick_many([session_id])[session_id]
 
-        :param session_id: the running session.
+    @_wrap_errors
+    def tick_many(self, session_ids: t.Sequence[str]) -> dict[str, GenerationSignals]:
+        """Report cancel and readers of every running session of this process, keep
+        their keys from expiring, and renew this process's liveness: one round trip
+        however many sessions. A gone session reports ``cancelled`` so its
+        generation stops.
+
+        :param session_ids: the sessions whose generations run here.
         """
-        reply = self._tick(
-            keys=[*self._keys(session_id), self._live_key],
-            args=self._args(
-                self.clock(),
-                scripts.ms(self.running_ttl),
-                scripts.ms(self.liveness_ttl),
-                self.key_prefix,
-            ),
-        )
-        cancelled, readers = reply
-        return GenerationSignals(cancelled=bool(cancelled), readers=int(readers))
+        args = self._args(self.clock(), scripts.ms(self.running_ttl), self.key_prefix)
+        calls = [
+            (self._tick, [*self._keys(session_id), self._live_key], args)
+            for session_id in session_ids
+        ]
+        signals: dict[str, GenerationSignals] = {}
+        for session_id, reply in zip(session_ids, self._eval_all(calls, renew=True), strict=True):
+            cancelled, readers = _reply(reply)
+            signals[session_id] = GenerationSignals(cancelled=bool(cancelled), readers=int(readers))
+        return signals
 
     @_wrap_errors
     def generation_alive(self, session_id: str) -> bool:
-        """Whether the claimed generation ticked within ``liveness_ttl``.
+        """Whether the process that claimed the session still lives (renewed its
+        alive key within ``liveness_ttl``); ``False`` for a session nobody claimed.
 
         This one follows Redis's clock (the alive key's TTL), not ``clock``: the
         generation and its readers may run on hosts whose clocks differ by more
@@ -558,7 +709,8 @@ class RedisStore:
 
         :param session_id: the claimed session.
         """
-        return bool(self._redis.exists(self._keys(session_id)[3]))
+        owner = self._redis.hget(self._keys(session_id)[0], "owner")
+        return owner is not None and bool(self._redis.exists(self._process_key(str(owner))))
 
     @_wrap_errors
     def count_live(self) -> int:
@@ -587,7 +739,10 @@ class RedisStore:
         self._redis.ping()
 
     def close(self) -> None:
-        """Close every connection of both pools."""
+        """Stop the heartbeat (this process's generations then lapse) and close every
+        connection of both pools.
+        """
+        self._closed.set()
         self._redis.close()
         self._blocking_redis.close()
         self._pool.disconnect()

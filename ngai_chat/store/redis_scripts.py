@@ -40,12 +40,12 @@ local function extend(key, ms)
 end
 """
 
-# KEYS: hash stream readers alive live client ("" when the session has no client)
+# KEYS: hash stream readers live client ("" when the session has no client)
 # ARGV: now replay id ttl_ms live_score client_limit prefix field value [field value ...]
 CREATE = (
     _HEAD
     + """
-local client = KEYS[6]
+local client = KEYS[5]
 local limit = tonumber(ARGV[6])
 if client ~= '' and limit > 0 then
   -- The client's share, exact: pending ones past their deadline are gone, and
@@ -60,11 +60,11 @@ if client ~= '' and limit > 0 then
     return {held, first[2]}
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[5], ARGV[5], ARGV[3])
-extend(KEYS[5], tonumber(ARGV[4]))
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[3])
+extend(KEYS[4], tonumber(ARGV[4]))
 if client ~= '' then
   redis.call('ZADD', client, ARGV[5], ARGV[3])
   extend(client, tonumber(ARGV[4]))
@@ -73,23 +73,22 @@ return 1
 """
 )
 
-# KEYS: hash stream alive live
-# ARGV: now replay id running_ms liveness_ms prefix
+# KEYS: hash stream live
+# ARGV: now replay id running_ms owner prefix
+# ``owner`` is the claiming process's id: the session's generation lives while
+# that process's alive key (``p:<owner>``, renewed by the process) exists.
 CLAIM = (
     _HEAD
     + """
 local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'client')
 -- claimed, or already ended before any generation: nothing to run
 if gone(f) or f[2] or f[3] then return 0 end
-redis.call('HSET', KEYS[1], 'claimed', '1')
+redis.call('HSET', KEYS[1], 'claimed', '1', 'owner', ARGV[5])
 local running = tonumber(ARGV[4])
 redis.call('PEXPIRE', KEYS[1], running)
 redis.call('PEXPIRE', KEYS[2], running)
--- Alive from the claim on, so a reader elsewhere does not take the gap before
--- the generation's first tick for a dead generation.
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
-redis.call('ZADD', KEYS[4], '+inf', ARGV[3])
-extend(KEYS[4], running)
+redis.call('ZADD', KEYS[3], '+inf', ARGV[3])
+extend(KEYS[3], running)
 if f[4] then
   local client = ARGV[6] .. 'c:' .. f[4]
   redis.call('ZADD', client, '+inf', ARGV[3])
@@ -99,7 +98,7 @@ return 1
 """
 )
 
-# KEYS: hash stream readers alive live done
+# KEYS: hash stream readers live done
 # ARGV: now replay id maxlen replay_ms prefix, then name data terminal for each event
 APPEND = (
     _HEAD
@@ -113,11 +112,11 @@ for i = 7, #ARGV, 3 do
   ids[#ids + 1] = n
   if ARGV[i + 2] == '1' then
     redis.call('HSET', KEYS[1], 'terminal_id', n, 'finished_at', ARGV[1])
-    for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
-    redis.call('ZREM', KEYS[5], ARGV[3])
+    for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
+    redis.call('ZREM', KEYS[4], ARGV[3])
     if f[4] then redis.call('ZREM', ARGV[6] .. 'c:' .. f[4], ARGV[3]) end
-    redis.call('ZADD', KEYS[6], now + replay, ARGV[3])
-    extend(KEYS[6], tonumber(ARGV[5]))
+    redis.call('ZADD', KEYS[5], now + replay, ARGV[3])
+    extend(KEYS[5], tonumber(ARGV[5]))
     return ids
   elseif n == 1 then
     -- XADD just created the stream: give it the session's TTL.
@@ -158,8 +157,9 @@ return 1
 """
 )
 
-# KEYS: hash stream readers alive live
-# ARGV: now replay running_ms liveness_ms prefix
+# KEYS: hash stream readers live
+# ARGV: now replay running_ms prefix
+# (liveness is the owner process's key, renewed apart from ticks)
 TICK = (
     _HEAD
     + """
@@ -170,9 +170,8 @@ if f[2] and not f[3] then
   local running = tonumber(ARGV[3])
   redis.call('PEXPIRE', KEYS[1], running)
   redis.call('PEXPIRE', KEYS[2], running)
-  redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
-  extend(KEYS[5], running)
-  if f[5] then extend(ARGV[5] .. 'c:' .. f[5], running) end
+  extend(KEYS[4], running)
+  if f[5] then extend(ARGV[4] .. 'c:' .. f[5], running) end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
 return {f[4] and 1 or 0, redis.call('ZCARD', KEYS[3])}
@@ -187,8 +186,7 @@ SWEEP = (
 local prefix = ARGV[3]
 local freed = 0
 local function drop(index, id)
-  redis.call('DEL', prefix .. 's:' .. id, prefix .. 'e:' .. id,
-             prefix .. 'r:' .. id, prefix .. 'a:' .. id)
+  redis.call('DEL', prefix .. 's:' .. id, prefix .. 'e:' .. id, prefix .. 'r:' .. id)
   redis.call('ZREM', index, id)
   freed = freed + 1
 end

@@ -1,0 +1,170 @@
+"""The Redis store's group commit: the appends that a process's generations make at the
+same time go to Redis in one pipeline, each getting its own ids (issue 15, point 2).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import typing as t
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from ngai_chat.store import SessionInfo
+from ngai_chat.store import store_from_url
+from ngai_chat.store.redis import RedisStore
+from tests.support.helpers import wait_until
+
+pytestmark = pytest.mark.redis
+
+ROOT = Path(__file__).resolve().parents[1]
+WRITERS = 50
+
+
+@pytest.fixture
+def store(redis_url: str, redis_prefix: str) -> t.Iterator[RedisStore]:
+    store = store_from_url(redis_url, replay_ttl=60, key_prefix=redis_prefix)
+    assert isinstance(store, RedisStore)
+    yield store
+    store.close()
+    with redis.Redis.from_url(redis_url) as client:
+        keys = list(client.scan_iter(match=f"{redis_prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+def claimed(store: RedisStore) -> str:
+    session = SessionInfo(
+        id=uuid.uuid4().hex,
+        request={"model": "m", "messages": []},
+        referer=None,
+        expires_at=time.time() + 600,
+    )
+    store.create(session)
+    assert store.claim(session.id)
+    return session.id
+
+
+def test_appends_made_while_one_is_in_flight_go_in_one_pipeline(store: RedisStore) -> None:
+    sessions = [claimed(store) for _ in range(WRITERS)]
+    together = store._appends
+    run = together._run
+    batches: list[int] = []
+
+    def first_waits_for_the_others(calls: t.Sequence[t.Any]) -> list[t.Any]:
+        if not batches:  # hold the first pipeline until every other append queued
+            wait_until(lambda: len(together._queue) == WRITERS - 1, 10, "the queue")
+        batches.append(len(calls))
+        return run(calls)
+
+    together._run = first_waits_for_the_others  # type: ignore[method-assign]
+    results: dict[str, list[int]] = {}
+
+    def write(session_id: str) -> None:
+        results[session_id] = store.append_many(
+            session_id, [("chunk", json.dumps({"s": session_id, "n": n})) for n in (1, 2)]
+        )
+
+    threads = [threading.Thread(target=write, args=(sid,)) for sid in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert batches == [1, WRITERS - 1]
+    assert all(results[sid] == [1, 2] for sid in sessions)
+    elsewhere = store_from_url(store_url(store), replay_ttl=60, key_prefix=store.key_prefix)
+    try:
+        for sid in sessions:
+            events = elsewhere.read(sid, 0, 0)
+            assert [(e.id, json.loads(e.data)) for e in events] == [
+                (1, {"s": sid, "n": 1}),
+                (2, {"s": sid, "n": 2}),
+            ]
+    finally:
+        elsewhere.close()
+
+
+def store_url(store: RedisStore) -> str:
+    kwargs = store._pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+def test_one_failing_call_fails_alone(store: RedisStore) -> None:
+    good = claimed(store)
+    with redis.Redis.from_url(store_url(store)) as client:
+        client.set(f"{store.key_prefix}s:wrong-type", "x")  # HMGET on it is an error
+    replies = store._eval_all(
+        [
+            (store._append, [*store._keys(sid), store._live_key, store._done_key], args)
+            for sid, args in [
+                (
+                    good,
+                    store._args(time.time(), good, 100, 1000, store.key_prefix, "chunk", "1", "0"),
+                ),
+                (
+                    "wrong-type",
+                    store._args(
+                        time.time(), "wrong-type", 100, 1000, store.key_prefix, "chunk", "1", "0"
+                    ),
+                ),
+            ]
+        ]
+    )
+    assert replies[0] == [1]
+    assert isinstance(replies[1], redis.ResponseError)
+
+
+def test_greenlets_of_a_gevent_worker_share_pipelines(redis_url: str, redis_prefix: str) -> None:
+    """Patched as in a worker: 100 generations appending at once make a few round trips."""
+    script = textwrap.dedent(
+        """
+        from gevent import monkey; monkey.patch_all()
+        import json, sys, time, uuid, gevent
+        from ngai_chat.store import SessionInfo, store_from_url
+        url, prefix = sys.argv[1:3]
+        store = store_from_url(url, replay_ttl=60, key_prefix=prefix)
+        pipelines = []
+        run = store._appends._run
+        def counting(calls):
+            pipelines.append(len(calls))
+            return run(calls)
+        store._appends._run = counting
+        ids = [uuid.uuid4().hex for _ in range(100)]
+        for sid in ids:
+            store.create(SessionInfo(sid, {"m": 1}, None, time.time() + 60))
+            assert store.claim(sid)
+        def write(sid):
+            return [store.append(sid, "chunk", json.dumps({"n": n})) for n in range(1, 11)]
+        greenlets = [gevent.spawn(write, sid) for sid in ids]
+        gevent.joinall(greenlets, timeout=30, raise_error=True)
+        print(json.dumps({"ids": [g.value for g in greenlets], "pipelines": pipelines}))
+        store.close()
+        """
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, redis_url, redis_prefix],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        with redis.Redis.from_url(redis_url) as client:
+            keys = list(client.scan_iter(match=f"{redis_prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["ids"] == [list(range(1, 11))] * 100
+    assert sum(result["pipelines"]) == 1000
+    # the greenlets queue behind the first pipeline in flight: about 10 full rounds
+    assert len(result["pipelines"]) <= 25, result["pipelines"]
