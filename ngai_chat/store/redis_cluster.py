@@ -57,6 +57,7 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import AuthorizationError
 from redis.exceptions import ClusterDownError
 from redis.exceptions import MaxConnectionsError
+from redis.exceptions import NoScriptError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import SlotNotCoveredError
 from redis.exceptions import TryAgainError
@@ -72,8 +73,11 @@ from .base import Event
 from .base import GenerationSignals
 from .base import SessionInfo
 from .redis import RedisStore
+from .redis import _Call
 from .redis import _LocalLogs
+from .redis import _reply
 from .redis import _text
+from .redis import _Together
 from .redis import _wrap_errors
 
 __all__ = ["CLUSTER_SCHEMES", "ClusterStore", "ClusterTail", "parse_cluster_url"]
@@ -441,6 +445,12 @@ class ClusterStore(RedisStore):
         #: by session claimed here: when its client's share last had its TTL pushed
         self._client_extended: dict[str, float] = {}
         self._live_extended = 0.0
+        #: this store's process, as the ``owner`` of the sessions it claims
+        self.process_id = uuid.uuid4().hex
+        self._heartbeat: threading.Thread | None = None
+        self._closed = threading.Event()
+        #: the appends of every generation of this process, pipelined together
+        self._appends = _Together(self._eval_all)
 
     # -- connections -------------------------------------------------------
 
@@ -492,10 +502,14 @@ class ClusterStore(RedisStore):
 
     # -- keys --------------------------------------------------------------
 
-    def _keys(self, session_id: str) -> tuple[str, str, str, str]:
-        """Hash, stream, readers and alive keys of one session: one hash tag."""
+    def _keys(self, session_id: str) -> tuple[str, str, str]:
+        """Hash, stream and readers keys of one session: one hash tag."""
         p, tag = self.key_prefix, "{" + session_id + "}"
-        return (f"{p}s:{tag}", f"{p}e:{tag}", f"{p}r:{tag}", f"{p}a:{tag}")
+        return (f"{p}s:{tag}", f"{p}e:{tag}", f"{p}r:{tag}")
+
+    def _process_key(self, process_id: str) -> str:
+        """The key present while the process ``process_id`` lives (its own tag)."""
+        return f"{self.key_prefix}p:{{{process_id}}}"
 
     def _channel(self, session_id: str) -> str:
         return f"{self.key_prefix}n:{{{session_id}}}"
@@ -568,17 +582,15 @@ class ClusterStore(RedisStore):
     @_wrap_errors
     def claim(self, session_id: str) -> bool:
         """Mark the session running; ``True`` for the one caller that wins."""
-        hash_key, stream_key, _, alive_key = self._keys(session_id)
+        hash_key, stream_key, _ = self._keys(session_id)
+        self._start_heartbeat()
+        # alive from the claim on, before the heartbeat's next beat
+        self._redis.set(self._process_key(self.process_id), "1", px=scripts.ms(self.liveness_ttl))
         token = uuid.uuid4().hex  # the same through this call's retries
         reply = self._run(
             "CLAIM",
-            [hash_key, stream_key, alive_key],
-            self._args(
-                self.clock(),
-                scripts.ms(self.running_ttl),
-                scripts.ms(self.liveness_ttl),
-                token,
-            ),
+            [hash_key, stream_key],
+            self._args(self.clock(), scripts.ms(self.running_ttl), self.process_id, token),
         )
         if not int(reply[0]):
             return False
@@ -621,7 +633,9 @@ class ClusterStore(RedisStore):
         )
         for name, data in events:
             args += [_text(name), _text(data), "1" if name in TERMINAL_EVENTS else "0"]
-        return [int(i) for i in self._run("APPEND", list(self._keys(session_id)), args)]
+        self._redis  # noqa: B018 - connects, registering the scripts
+        call = (self._scripts["APPEND"], list(self._keys(session_id)), args)
+        return [int(i) for i in self._appends.call(call)]
 
     def _after_mismatch(
         self, session_id: str, events: t.Sequence[tuple[str, str]], expected: int, last: int
@@ -717,7 +731,7 @@ class ClusterStore(RedisStore):
     @_wrap_errors
     def attach(self, session_id: str, reader_id: str) -> None:
         """Record (or refresh) an attached reader."""
-        hash_key, _, readers_key, _ = self._keys(session_id)
+        hash_key, _, readers_key = self._keys(session_id)
         self._run(
             "ATTACH",
             [hash_key, readers_key],
@@ -726,30 +740,90 @@ class ClusterStore(RedisStore):
             ),
         )
 
+    def _eval_all(self, calls: t.Sequence[_Call], renew: bool = False) -> list[t.Any]:
+        """Run script calls in one pipeline per node (after renewing this process's
+        alive key, with ``renew``), waiting out a failover like every command.
+
+        Calls whose node failed or answered ``MOVED``/``TRYAGAIN`` are sent again,
+        with the slots map refreshed, until ``failover_wait`` passes (every script
+        sent this way is idempotent); ``NOSCRIPT`` ones after loading the script.
+
+        :return: each call's reply, or the :class:`redis.RedisError` it got.
+        :raises redis.RedisError: the renewal failed.
+        """
+        cluster = self._redis
+        if renew:
+            cluster.set(self._process_key(self.process_id), "1", px=scripts.ms(self.liveness_ttl))
+        replies: list[t.Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        deadline: float | None = None
+        delay = 0.05
+        while True:
+            by_node: dict[str, tuple[t.Any, list[int]]] = {}
+            for i in pending:
+                node = cluster.get_node_from_key(calls[i][1][0])  # type: ignore[no-untyped-call]
+                by_node.setdefault(node.name, (node, []))[1].append(i)
+            again: list[int] = []
+            for node, indexes in by_node.values():
+                try:
+                    pipe = cluster.get_redis_connection(node).pipeline(transaction=False)
+                    for i in indexes:
+                        script, keys, args = calls[i]
+                        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+                    out = pipe.execute(raise_on_error=False)
+                except (redis.RedisError, OSError) as exc:
+                    if not _transient(exc):
+                        raise
+                    for i in indexes:
+                        replies[i] = exc
+                    again += indexes
+                    continue
+                for i, reply in zip(indexes, out, strict=True):
+                    replies[i] = reply
+                    if isinstance(reply, NoScriptError):
+                        script = calls[i][0]
+                        script.sha = cluster.script_load(script.script)
+                        again.append(i)
+                    elif isinstance(reply, Exception) and _transient(reply):
+                        again.append(i)
+            if not again:
+                return replies
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self.failover_wait
+            if now + delay > deadline:
+                return replies  # the failures, as replies
+            cluster.refresh()
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            pending = again
+
     @_wrap_errors
-    def tick(self, session_id: str) -> GenerationSignals:
-        """Report cancel and readers, and mark the generation alive, in one
-        round trip; now and then also push the TTL of the indexes it is in."""
-        reply = self._run(
-            "TICK",
-            list(self._keys(session_id)),
-            self._args(self.clock(), scripts.ms(self.running_ttl), scripts.ms(self.liveness_ttl)),
-        )
-        cancelled, readers = reply[0], reply[1]
-        client = reply[2] if len(reply) > 2 else None
+    def tick_many(self, session_ids: t.Sequence[str]) -> dict[str, GenerationSignals]:
+        """Report cancel and readers of every running session of this process and
+        renew its liveness (see :meth:`RedisStore.tick_many`): a pipeline per node;
+        now and then also push the TTL of the indexes the sessions are in."""
+        self._redis  # noqa: B018 - connects, registering the scripts
+        args = self._args(self.clock(), scripts.ms(self.running_ttl))
+        script = self._scripts["TICK"]
+        calls = [(script, list(self._keys(session_id)), args) for session_id in session_ids]
         now = time.monotonic()
         every = self.running_ttl / 4
-        if now - self._live_extended >= every:
+        extend: list[str | bytes] = []
+        signals: dict[str, GenerationSignals] = {}
+        for session_id, reply in zip(session_ids, self._eval_all(calls, renew=True), strict=True):
+            cancelled, readers, *rest = _reply(reply)
+            signals[session_id] = GenerationSignals(cancelled=bool(cancelled), readers=int(readers))
+            client = rest[0] if rest else None
+            if client and now - self._client_extended.get(session_id, 0.0) >= every:
+                self._client_extended[session_id] = now
+                extend.append(self._client_key(client))
+        if session_ids and now - self._live_extended >= every:
             self._live_extended = now
-            self._redis.execute_command(
-                "PEXPIRE", self._live_key, scripts.ms(self.running_ttl), "GT"
-            )
-        if client and now - self._client_extended.get(session_id, 0.0) >= every:
-            self._client_extended[session_id] = now
-            self._redis.execute_command(
-                "PEXPIRE", self._client_key(client), scripts.ms(self.running_ttl), "GT"
-            )
-        return GenerationSignals(cancelled=bool(cancelled), readers=int(readers))
+            extend.append(self._live_key)
+        for key in extend:  # "GT": only ever longer
+            self._redis.execute_command("PEXPIRE", key, scripts.ms(self.running_ttl), "GT")
+        return signals
 
     @_wrap_errors
     def sweep(self, now: float) -> int:
@@ -778,7 +852,9 @@ class ClusterStore(RedisStore):
         return len(doomed)
 
     def close(self) -> None:
-        """Close every connection."""
+        """Stop the heartbeat (this process's generations then lapse) and close
+        every connection."""
+        self._closed.set()
         with self._lock:
             cluster, self._cluster = self._cluster, None
             tail, self._tail_ = self._tail_, None

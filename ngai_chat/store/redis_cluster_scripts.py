@@ -13,12 +13,12 @@ from .redis_scripts import _HEAD
 
 __all__ = ["ADMIT", "APPEND", "CLAIM", "CREATE", "INDEX_ADD", "INDEX_END", "READ", "TICK"]
 
-# KEYS: hash stream readers alive
+# KEYS: hash stream readers
 # ARGV: now replay ttl_ms field value [field value ...]
 CREATE = (
     _HEAD
     + """
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
@@ -68,9 +68,10 @@ return 1
 """
 
 # Claimed with a token, so that a claim retried after a failover (its reply
-# lost) is recognised as the same claim instead of losing to itself.
-# KEYS: hash stream alive
-# ARGV: now replay running_ms liveness_ms token
+# lost) is recognised as the same claim instead of losing to itself. ``owner``
+# is the claiming process: the generation lives while its ``p:`` key does.
+# KEYS: hash stream
+# ARGV: now replay running_ms owner token
 # Returns {won, client}
 CLAIM = (
     _HEAD
@@ -78,11 +79,10 @@ CLAIM = (
 local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'client')
 if f[2] == ARGV[5] then return {1, f[4]} end
 if gone(f) or f[2] or f[3] then return {0} end
-redis.call('HSET', KEYS[1], 'claimed', ARGV[5])
+redis.call('HSET', KEYS[1], 'claimed', ARGV[5], 'owner', ARGV[4])
 local running = tonumber(ARGV[3])
 redis.call('PEXPIRE', KEYS[1], running)
 redis.call('PEXPIRE', KEYS[2], running)
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[4])
 return {1, f[4]}
 """
 )
@@ -98,7 +98,7 @@ return {1, f[4]}
 # writer that cannot restore lost events ends the log after every id it wrote.
 # Every call publishes the log's last id on the session's shard channel, which
 # the tails of other processes follow.
-# KEYS: hash stream readers alive
+# KEYS: hash stream readers
 # ARGV: now replay maxlen replay_ms expected floor channel, then name data terminal
 APPEND = (
     _HEAD
@@ -131,7 +131,7 @@ for i = 8, #ARGV, 3 do
   ids[#ids + 1] = n
   if ARGV[i + 2] == '1' then
     redis.call('HSET', KEYS[1], 'terminal_id', n, 'finished_at', ARGV[1])
-    for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[4]) end
+    for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[4]) end
     break
   elseif n == 1 then
     -- XADD just created the stream: give it the session's TTL.
@@ -156,9 +156,9 @@ return {0, redis.call('XRANGE', KEYS[2], '(0-' .. ARGV[3], '+', 'COUNT', ARGV[4]
 """
 )
 
-# KEYS: hash stream readers alive
-# ARGV: now replay running_ms liveness_ms
-# Returns {cancelled, readers, client}
+# KEYS: hash stream readers
+# ARGV: now replay running_ms
+# Returns {cancelled, readers, client} (liveness is the owner process's key)
 TICK = (
     _HEAD
     + """
@@ -169,7 +169,6 @@ if f[2] and not f[3] then
   local running = tonumber(ARGV[3])
   redis.call('PEXPIRE', KEYS[1], running)
   redis.call('PEXPIRE', KEYS[2], running)
-  redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
 return {f[4] and 1 or 0, redis.call('ZCARD', KEYS[3]), f[5]}
