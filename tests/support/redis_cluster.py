@@ -71,7 +71,17 @@ class ClusterNode:
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_until(lambda: redis_answers("127.0.0.1", self.port, 0.2), 10, f"node {self.port}")
+
+    def wait_up(self, timeout: float = 30.0) -> None:
+        """Wait until the started node answers ``PING``."""
+
+        def up() -> bool:
+            if self.process is None or self.process.poll() is not None:
+                log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
+                raise AssertionError(f"redis-server on {self.port} exited:\n{log}")
+            return redis_answers("127.0.0.1", self.port, 1.0)
+
+        wait_until(up, timeout, f"node {self.port}")
 
     @property
     def running(self) -> bool:
@@ -112,7 +122,7 @@ class RedisCluster:
         """``redis+cluster://`` URL naming two of the nodes (any one would do)."""
         return "redis+cluster://" + ",".join(n.address for n in self.nodes[:2])
 
-    def start(self, timeout: float = 30.0) -> RedisCluster:
+    def start(self, timeout: float = 60.0) -> RedisCluster:
         try:
             self._create(timeout)
         except BaseException:
@@ -123,6 +133,8 @@ class RedisCluster:
     def _create(self, timeout: float) -> None:
         for node in self.nodes:
             node.start()
+        for node in self.nodes:
+            node.wait_up(timeout)
         cli = shutil.which("redis-cli")
         if cli is None:
             pytest.fail("redis-cli is not installed (`make system-deps`)", pytrace=False)
@@ -181,11 +193,12 @@ class RedisCluster:
                     return node
         raise AssertionError(f"no replica of {master.address}")
 
-    def restore(self, timeout: float = 30.0) -> None:
+    def restore(self, timeout: float = 60.0) -> None:
         """Restart killed nodes (they rejoin as replicas) and wait until healthy."""
         for node in self.nodes:
             if not node.running:
                 node.start()
+                node.wait_up(timeout)
         self.wait_healthy(timeout)
 
     def flush(self) -> None:
