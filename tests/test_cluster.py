@@ -23,7 +23,6 @@ from tests.support import fake_upstream as fu
 from tests.support.helpers import wait_until
 from tests.support.live import LiveApp
 from tests.support.redis_cluster import RedisCluster
-from tests.support.redis_cluster import redis_cluster  # noqa: F401 - fixture
 from tests.support.sse_parse import Frame
 from tests.support.sse_parse import StreamReader
 from tests.support.sse_parse import events

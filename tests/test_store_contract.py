@@ -30,7 +30,6 @@ from ngai_chat.store import store_from_url
 from tests.support import helpers
 from tests.support.helpers import Clock
 from tests.support.redis_cluster import RedisCluster
-from tests.support.redis_cluster import redis_cluster  # noqa: F401 - fixture
 from tests.support.redis_server import RedisServer
 from tests.support.redis_server import free_port
 
