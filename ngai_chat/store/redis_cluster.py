@@ -193,11 +193,19 @@ class _FailoverCluster(RedisCluster):
                 return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
             except (redis.RedisError, OSError) as exc:
                 if not _transient(exc):
+                    if not isinstance(exc, NoScriptError):  # the script object loads it
+                        log.warning("Redis Cluster: %s failed: %r", args[0], exc)
                     raise
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + self.failover_wait
                 if now + delay > deadline:
+                    log.warning(
+                        "Redis Cluster: %s failed for %.0f s: %r",
+                        args[0],
+                        now - (deadline - self.failover_wait),
+                        exc,
+                    )
                     raise
                 self.refresh()
                 time.sleep(delay)
