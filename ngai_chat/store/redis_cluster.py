@@ -59,6 +59,7 @@ from redis.exceptions import ClusterDownError
 from redis.exceptions import MaxConnectionsError
 from redis.exceptions import NoScriptError
 from redis.exceptions import ReadOnlyError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import SlotNotCoveredError
 from redis.exceptions import TryAgainError
 from redis.retry import Retry
@@ -150,7 +151,8 @@ def _transient(exc: BaseException) -> bool:
         return False
     return isinstance(
         exc,
-        redis.ConnectionError
+        RedisClusterException  # no node reachable, no slots map yet (not a RedisError)
+        | redis.ConnectionError
         | redis.TimeoutError
         | ClusterDownError
         | TryAgainError
@@ -186,12 +188,18 @@ class _FailoverCluster(RedisCluster):
             log.debug("cluster topology refresh failed: %s", exc)
 
     def execute_command(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        try:
+            return self._execute_waiting(*args, **kwargs)
+        except RedisClusterException as exc:  # a RedisError, as the store expects
+            raise redis.ConnectionError(f"Redis Cluster: {exc}") from exc
+
+    def _execute_waiting(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
         deadline: float | None = None
         delay = 0.05
         while True:
             try:
                 return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
-            except (redis.RedisError, OSError) as exc:
+            except (redis.RedisError, OSError, RedisClusterException) as exc:
                 if not _transient(exc):
                     if not isinstance(exc, NoScriptError):  # the script object loads it
                         log.warning("Redis Cluster: %s failed: %r", args[0], exc)
@@ -470,16 +478,7 @@ class ClusterStore(RedisStore):
         if cluster is None:
             with self._lock:
                 if self._cluster is None:
-                    self._cluster = _FailoverCluster(
-                        startup_nodes=[
-                            ClusterNode(host, port)  # type: ignore[no-untyped-call]
-                            for host, port in self._nodes
-                        ],
-                        retry=Retry(NoBackoff(), 0),
-                        failover_wait=self.failover_wait,
-                        max_connections=self._max_connections,
-                        **self._options,
-                    )
+                    self._cluster = self._connect()
                     self._scripts = {
                         name: self._cluster.register_script(getattr(cscripts, name))
                         for name in cscripts.__all__
@@ -488,6 +487,21 @@ class ClusterStore(RedisStore):
                     self._scripts["ATTACH"] = self._cluster.register_script(scripts.ATTACH)
                 cluster = self._cluster
         return cluster
+
+    def _connect(self) -> _FailoverCluster:
+        try:
+            return _FailoverCluster(
+                startup_nodes=[
+                    ClusterNode(host, port)  # type: ignore[no-untyped-call]
+                    for host, port in self._nodes
+                ],
+                retry=Retry(NoBackoff(), 0),
+                failover_wait=self.failover_wait,
+                max_connections=self._max_connections,
+                **self._options,
+            )
+        except RedisClusterException as exc:  # no node answered: a RedisError
+            raise redis.ConnectionError(f"Redis Cluster: {exc}") from exc
 
     @property
     def _cluster_tail(self) -> ClusterTail:
@@ -768,10 +782,15 @@ class ClusterStore(RedisStore):
         delay = 0.05
         while True:
             by_node: dict[str, tuple[t.Any, list[int]]] = {}
-            for i in pending:
-                node = cluster.get_node_from_key(calls[i][1][0])  # type: ignore[no-untyped-call]
-                by_node.setdefault(node.name, (node, []))[1].append(i)
             again: list[int] = []
+            for i in pending:
+                try:
+                    node = cluster.get_node_from_key(calls[i][1][0])  # type: ignore[no-untyped-call]
+                except (RedisClusterException, IndexError) as exc:  # no master for the slot yet
+                    replies[i] = redis.ConnectionError(f"Redis Cluster: {exc}")
+                    again.append(i)
+                    continue
+                by_node.setdefault(node.name, (node, []))[1].append(i)
             for node, indexes in by_node.values():
                 try:
                     pipe = cluster.get_redis_connection(node).pipeline(transaction=False)
@@ -836,6 +855,12 @@ class ClusterStore(RedisStore):
     @_wrap_errors
     def sweep(self, now: float) -> int:
         """Delete the keys of sessions expired at ``now``; returns how many."""
+        try:
+            return self._sweep_cluster(now)
+        except RedisClusterException as exc:  # from a pipeline: a RedisError
+            raise redis.ConnectionError(f"Redis Cluster: {exc}") from exc
+
+    def _sweep_cluster(self, now: float) -> int:
         client = self._redis
         doomed: list[tuple[str, str]] = [
             (index, session_id)
