@@ -75,6 +75,7 @@ from .base import GenerationSignals
 from .base import SessionInfo
 from .redis import RedisStore
 from .redis import _Call
+from .redis import _LocalLog
 from .redis import _LocalLogs
 from .redis import _reply
 from .redis import _text
@@ -617,6 +618,9 @@ class ClusterStore(RedisStore):
         if not int(reply[0]):
             return False
         self._written[session_id] = 0
+        # Readers here wait on this process's copy of the log from the claim on,
+        # not on the session's channel (a subscription, then a message per append).
+        self._local._logs.setdefault(session_id, _LocalLog())
         running_ms = scripts.ms(self.running_ttl)
         self._run("INDEX_ADD", [self._live_key], ["+inf", session_id, running_ms])
         client = reply[1] if len(reply) > 1 else None
