@@ -11,7 +11,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 RUN_STAMP := $(VENV)/.run-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 DEV_STAMP := $(VENV)/.dev-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint bench system-deps clean
+.PHONY: run test lint bench soak system-deps clean
 
 $(RUN_STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,16 @@ lint: $(DEV_STAMP)
 ## bench: relay throughput and latency against a fake upstream (see bench/README.md)
 bench: $(DEV_STAMP)
 	$(PY) -m bench
+
+## soak: issue 15's soak, not in CI: Redis (2 workers, a worker SIGKILLed halfway),
+## then the memory store (1 worker). SOAK_MINUTES (2), SOAK_REDIS_USERS (1000),
+## SOAK_MEMORY_USERS (2000); figures in bench/results/soak-*.json (bench/README.md)
+SOAK_MINUTES ?= 2
+SOAK_REDIS_USERS ?= 1000
+SOAK_MEMORY_USERS ?= 2000
+soak: $(DEV_STAMP)
+	$(PY) -m bench.soak --shape redis --minutes $(SOAK_MINUTES) --users $(SOAK_REDIS_USERS)
+	$(PY) -m bench.soak --shape memory --minutes $(SOAK_MINUTES) --users $(SOAK_MEMORY_USERS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts

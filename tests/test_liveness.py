@@ -21,6 +21,7 @@ import pytest
 import redis
 import redis.connection
 
+from ngai_chat.errors import StoreUnavailable
 from ngai_chat.relay import Relay
 from ngai_chat.store import SessionInfo
 from ngai_chat.store import store_from_url
@@ -196,3 +197,33 @@ def test_a_dead_process_ends_its_generations_elsewhere(
         assert event.name == "error" and "upstream_interrupted" in event.data
     finally:
         reader.close()
+
+
+def test_a_terminal_event_the_store_refused_is_written_later(
+    redis_url: str, redis_prefix: str, cleanup: list[RedisStore]
+) -> None:
+    """A live process whose store failed just as a generation ended still ends that
+    log: readers elsewhere would otherwise wait for it as long as the process lives."""
+    here = redis_store(redis_url, redis_prefix, "refused")
+    cleanup.append(here)
+    relay = Relay(here, ScriptedUpstream([chunk("a"), chunk("", finish="stop")]), heartbeat=0.5)
+    append = here.append
+    refused: list[str] = []
+
+    def failing_once(session_id: str, name: str, data: str) -> int | None:
+        if name == "done" and not refused:
+            refused.append(data)
+            raise StoreUnavailable()
+        return append(session_id, name, data)
+
+    here.append = failing_once  # type: ignore[method-assign]
+    session = new_session()
+    here.create(session)
+    assert relay.start(session)
+    wait_until(lambda: refused, 10, "the refused terminal event")
+    info = wait_until(lambda: (s := here.get(session.id)) and s.terminal_id and s, 10, "the end")
+    events = here.read(session.id, 0, 0)
+    assert [e.name for e in events] == ["chunk", "chunk", "done"]
+    assert events[-1].id == info.terminal_id
+    assert events[-1].data == refused[0]
+    assert not relay._unwritten

@@ -168,3 +168,54 @@ def test_greenlets_of_a_gevent_worker_share_pipelines(redis_url: str, redis_pref
     assert sum(result["pipelines"]) == 1000
     # the greenlets queue behind the first pipeline in flight: about 10 full rounds
     assert len(result["pipelines"]) <= 25, result["pipelines"]
+
+
+def test_a_reader_following_another_process_takes_the_tails_entries(
+    store: RedisStore, redis_url: str, redis_prefix: str
+) -> None:
+    """The tail's one blocking read brings the new events: a reader waiting at the end
+    of a log generated elsewhere makes no read of its own."""
+    elsewhere = store_from_url(redis_url, replay_ttl=60, key_prefix=redis_prefix)
+    assert isinstance(elsewhere, RedisStore)
+    try:
+        sid = claimed(store)
+        own_reads = 0
+        xread = elsewhere._redis.xread
+
+        def counting(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            nonlocal own_reads
+            own_reads += 1
+            return xread(*args, **kwargs)
+
+        elsewhere._redis.xread = counting  # type: ignore[method-assign]
+        got: list[list[tuple[int, str]]] = []
+
+        def follow() -> None:
+            after = 0
+            while after < 6:
+                events = elsewhere.read(sid, after, timeout=10)
+                got.append([(e.id, e.data) for e in events])
+                after = events[-1].id
+
+        reader = threading.Thread(target=follow)
+        reader.start()
+        for n in range(1, 7):
+            # wait until the reader waits in the tail at the end of the log
+            wait_until(lambda: elsewhere._tail._streams, 10, "the reader to wait")
+            wait_until(
+                lambda n=n: (
+                    next(iter(elsewhere._tail._streams.values())).waiters == 1
+                    and next(iter(elsewhere._tail._streams.values())).latest == n - 1
+                ),
+                10,
+                "the reader at the end",
+            )
+            assert store.append(sid, "chunk", f'{{"n":{n}}}') == n
+            wait_until(lambda n=n: sum(len(batch) for batch in got) == n, 10, "the event")
+        reader.join(10)
+        assert [event for batch in got for event in batch] == [
+            (n, f'{{"n":{n}}}') for n in range(1, 7)
+        ]
+        assert own_reads == 0
+    finally:
+        elsewhere.close()

@@ -89,11 +89,13 @@ def test_a_log_bigger_than_the_cap_stays_while_it_is_the_newest() -> None:
 def test_each_event_is_kept_once() -> None:
     log = EventLog()
     log.append("chunk", CHUNK)  # the list's first growth
+    # distinct data strings, as the generation makes them (a shared one costs nothing)
+    chunks = [CHUNK.replace("word", f"w{n:03d}", 1) for n in range(300)]
     tracemalloc.start()
     try:
         before = tracemalloc.take_snapshot()
-        for _ in range(300):
-            log.append("chunk", CHUNK)
+        for data in chunks:
+            log.append("chunk", data)
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()

@@ -608,7 +608,12 @@ class RedisStore:
         events = self._events(response)
         if not events and timeout > 0:
             while self._tail.wait(stream_key, after, deadline - time.monotonic()):
-                events = self._events(self._redis.xread({stream_key: since}, count=count))
+                # brought by the tail's own read, usually; else read them
+                entries = self._tail.entries_after(stream_key, after)
+                if entries:
+                    events = self._entry_events(entries)
+                else:
+                    events = self._events(self._redis.xread({stream_key: since}, count=count))
                 if events:
                     break
         if events:
@@ -631,11 +636,15 @@ class RedisStore:
         size = sum(len(event.data) for event in events) // len(events)
         self._event_sizes[stream_key] = max(1, size)
 
+    @classmethod
+    def _events(cls, response: t.Any) -> list[Event]:
+        return cls._entry_events(stream_entries(response))
+
     @staticmethod
-    def _events(response: t.Any) -> list[Event]:
+    def _entry_events(entries: t.Iterable[t.Any]) -> list[Event]:
         return [
             Event(id=int(entry_id.partition("-")[2]), name=fields["n"], data=fields["d"])
-            for entry_id, fields in stream_entries(response)
+            for entry_id, fields in entries
         ]
 
     @_wrap_errors

@@ -17,12 +17,15 @@ __all__ = ["Tail", "stream_entries", "streams_of"]
 
 
 class _Followed:
-    """A stream the tail follows: the newest event id seen, and who waits on it."""
+    """A stream the tail follows: the newest event id seen, the entries its last
+    read brought, and who waits on it."""
 
-    __slots__ = ("changed", "failure", "idle_since", "latest", "waiters")
+    __slots__ = ("changed", "failure", "idle_since", "latest", "recent", "waiters")
 
     def __init__(self, latest: int, lock: threading.Lock) -> None:
         self.latest = latest
+        #: ``(first id, entries)`` of the last read that found it grown
+        self.recent: tuple[int, list[t.Any]] = (0, [])
         self.waiters = 0
         self.idle_since = 0.0
         self.changed = threading.Condition(lock)
@@ -37,14 +40,23 @@ class Tail:
     stays in the ``XREAD`` for ``linger`` seconds after its last waiter left, so a
     reader coming back for the next event finds it followed already.
 
+    The ``XREAD`` brings the new entries themselves (up to ``count`` a stream), and
+    a waiter that was at the end of its stream takes them from there
+    (:meth:`entries_after`): readers following a log live make no round trip of
+    their own per event, only the tail does, one for every stream of the process.
+
     :param client: a Redis client on a pool of its own.
     :param block: seconds one ``XREAD`` blocks: how long a stream new to the set
         may wait to join it.
     :param linger: seconds a stream stays followed without waiters.
+    :param count: entries one ``XREAD`` brings of a stream at most.
     """
 
-    def __init__(self, client: redis.Redis, *, block: float = 0.1, linger: float = 2.0) -> None:
+    def __init__(
+        self, client: redis.Redis, *, block: float = 0.1, linger: float = 2.0, count: int = 8
+    ) -> None:
         self._client = client
+        self._count = count
         self._block_ms = max(1, int(block * 1000))
         self._linger = linger
         self._lock = threading.Lock()
@@ -79,6 +91,17 @@ class Tail:
                 followed.waiters -= 1
                 followed.idle_since = time.monotonic()
 
+    def entries_after(self, stream_key: str, after: int) -> list[t.Any]:
+        """The entries the tail's last read brought for ``stream_key`` when they
+        follow event ``after`` exactly, else ``[]`` (the caller reads them itself).
+        """
+        with self._lock:
+            followed = self._streams.get(stream_key)
+            if followed is None:
+                return []
+            first, entries = followed.recent
+            return entries if first == after + 1 else []
+
     def _poll(self) -> None:
         while True:
             with self._lock:
@@ -93,7 +116,7 @@ class Tail:
                     key: f"0-{followed.latest}" for key, followed in self._streams.items()
                 }
             try:
-                response = self._client.xread(cursors, count=1, block=self._block_ms)
+                response = self._client.xread(cursors, count=self._count, block=self._block_ms)
             except (redis.RedisError, OSError) as exc:
                 with self._lock:  # every waiter hears of it; the next wait starts afresh
                     for followed in self._streams.values():
@@ -106,7 +129,9 @@ class Tail:
                 for key, entries in streams_of(response):
                     grown = self._streams.get(key)
                     if grown is not None and entries:
+                        first = int(entries[0][0].partition("-")[2])
                         newest = int(entries[-1][0].partition("-")[2])
+                        grown.recent = (first, entries)
                         grown.latest = max(grown.latest, newest)
                         grown.changed.notify_all()
 
