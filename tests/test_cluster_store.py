@@ -22,6 +22,7 @@ from ngai_chat.store import SessionInfo
 from ngai_chat.store import store_from_url
 from ngai_chat.store.redis_cluster import ClusterStore
 from ngai_chat.store.redis_cluster import parse_cluster_url
+from tests.support.helpers import wait_until
 from tests.support.redis_cluster import RedisCluster
 
 pytestmark = pytest.mark.redis
@@ -176,3 +177,22 @@ def test_an_unreachable_cluster_fails_within_the_failover_wait() -> None:
     assert isinstance(error.value.__cause__, redis.RedisError)
     assert time.monotonic() - started < 10
     store.close()
+
+
+def test_liveness_is_the_process_s_and_lapses_when_it_stops(redis_cluster: RedisCluster) -> None:
+    prefix = f"ngai-test-{uuid.uuid4().hex}:"
+    here = ClusterStore(redis_cluster.url, replay_ttl=300, key_prefix=prefix, liveness_ttl=1.0)
+    elsewhere = ClusterStore(redis_cluster.url, replay_ttl=300, key_prefix=prefix)
+    try:
+        sids = [running(here) for _ in range(30)]  # spread over the three masters
+        signals = here.tick_many(sids)
+        assert all(not s.cancelled and s.readers == 0 for s in signals.values())
+        time.sleep(1.5)  # past one liveness TTL: only the heartbeat keeps them alive
+        assert all(elsewhere.generation_alive(sid) for sid in sids)
+        elsewhere.cancel(sids[0])
+        assert here.tick(sids[0]).cancelled  # a cancel from another process
+        here.close()  # the process stops renewing: every generation of it lapses
+        wait_until(lambda: not any(elsewhere.generation_alive(sid) for sid in sids), 5, "the lapse")
+    finally:
+        here.close()
+        elsewhere.close()
