@@ -804,6 +804,7 @@ class ClusterStore(RedisStore):
                     out = pipe.execute(raise_on_error=False)
                 except (redis.RedisError, OSError) as exc:
                     if not _transient(exc):
+                        log.warning("Redis Cluster: a pipeline to %s failed: %r", node.name, exc)
                         raise
                     for i in indexes:
                         replies[i] = exc
@@ -815,8 +816,13 @@ class ClusterStore(RedisStore):
                         script = calls[i][0]
                         script.sha = cluster.script_load(script.script)
                         again.append(i)
-                    elif isinstance(reply, Exception) and _transient(reply):
-                        again.append(i)
+                    elif isinstance(reply, Exception):
+                        if _transient(reply):
+                            again.append(i)
+                        else:
+                            log.warning(
+                                "Redis Cluster: a script on %s failed: %r", node.name, reply
+                            )
             if not again:
                 return replies
             now = time.monotonic()
@@ -859,10 +865,17 @@ class ClusterStore(RedisStore):
     @_wrap_errors
     def sweep(self, now: float) -> int:
         """Delete the keys of sessions expired at ``now``; returns how many."""
-        try:
-            return self._sweep_cluster(now)
-        except RedisClusterException as exc:  # from a pipeline: a RedisError
-            raise redis.ConnectionError(f"Redis Cluster: {exc}") from exc
+        deadline = time.monotonic() + self.failover_wait
+        while True:  # pipelines wait out a failover here (a sweep is idempotent)
+            try:
+                return self._sweep_cluster(now)
+            except (redis.RedisError, OSError, RedisClusterException) as exc:
+                if not _transient(exc) or time.monotonic() + 0.5 > deadline:
+                    if isinstance(exc, RedisClusterException):  # not a RedisError
+                        raise redis.ConnectionError(f"Redis Cluster: {exc}") from exc
+                    raise
+                self._redis.refresh()
+                time.sleep(0.5)
 
     def _sweep_cluster(self, now: float) -> int:
         client = self._redis

@@ -4,8 +4,9 @@ The ``redis_cluster`` fixture (session-scoped) starts six ``redis-server
 --cluster-enabled yes`` processes, joins them with ``redis-cli --cluster create
 … --cluster-replicas 1``, waits (with a deadline) until every node reports the
 cluster ``ok``, and stops them by PID at the end. Tests that fail a node over
-(``CLUSTER FAILOVER``, SIGKILL) use :meth:`RedisCluster.restore` afterwards, so
-the next test finds 3 masters again with a replica each.
+(``CLUSTER FAILOVER``, SIGKILL) first wait for :meth:`RedisCluster.wait_healthy`
+(3 masters, each with a replica in sync), and restart what they killed
+(:meth:`RedisCluster.restart_killed`: it rejoins as a replica).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from tests.support.helpers import free_port
 from tests.support.helpers import wait_until
@@ -64,6 +66,7 @@ class ClusterNode:
             "--cluster-replica-validity-factor", "0",
             "--save", "",
             "--appendonly", "no",
+            "--shutdown-timeout", "0",  # a master stops without waiting for replicas
             "--dir", str(self.dir),
             "--logfile", str(self.dir / "redis.log"),
             "--daemonize", "no",
@@ -176,9 +179,23 @@ class RedisCluster:
 
     def node_of(self, key: str) -> ClusterNode:
         """The master that serves ``key`` now."""
-        with self.masters()[0].client() as client:
-            port = _port_of_slot(client, int(client.cluster("keyslot", key)))
-        return next(n for n in self.nodes if n.port == port)
+        return self.owners()(key)
+
+    def owners(self) -> t.Callable[[str], ClusterNode]:
+        """Which master serves a key, by the slots map as it is now (one query)."""
+        node = next(n for n in self.nodes if n.running)
+        with node.client() as client:
+            ranges = [
+                (int(start), int(end), int(master[1]))
+                for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS")
+            ]
+
+        def owner(key: str) -> ClusterNode:
+            slot = key_slot(key.encode())
+            port = next(port for start, end, port in ranges if start <= slot <= end)
+            return next(n for n in self.nodes if n.port == port)
+
+        return owner
 
     def replica_of(self, master: ClusterNode) -> ClusterNode:
         for node in self.nodes:
@@ -193,13 +210,13 @@ class RedisCluster:
                     return node
         raise AssertionError(f"no replica of {master.address}")
 
-    def restore(self, timeout: float = 60.0) -> None:
-        """Restart killed nodes (they rejoin as replicas) and wait until healthy."""
+    def restart_killed(self, timeout: float = 60.0) -> None:
+        """Restart killed nodes: they rejoin as replicas (and sync in the background;
+        :meth:`wait_healthy` waits for that)."""
         for node in self.nodes:
             if not node.running:
                 node.start()
                 node.wait_up(timeout)
-        self.wait_healthy(timeout)
 
     def flush(self) -> None:
         for node in self.masters():
@@ -207,16 +224,12 @@ class RedisCluster:
                 client.flushall()
 
     def close(self) -> None:
+        for node in self.nodes:  # all at once, then wait for each
+            if node.process is not None and node.process.poll() is None:
+                node.process.terminate()
         for node in self.nodes:
             node.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def _port_of_slot(client: redis.Redis, slot: int) -> int:
-    for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
-        if start <= slot <= end:
-            return int(master[1])
-    raise AssertionError(f"slot {slot} is not served")
 
 
 @pytest.fixture(scope="session")
