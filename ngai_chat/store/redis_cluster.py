@@ -462,6 +462,10 @@ class ClusterStore(RedisStore):
         #: by session claimed here: when its client's share last had its TTL pushed
         self._client_extended: dict[str, float] = {}
         self._live_extended = 0.0
+        #: by session claimed here: its client, for its share's update at the end
+        self._clients: dict[str, str] = {}
+        #: when this store's heartbeat started (it renews the process's key)
+        self._heartbeat_since = math.inf
         #: this store's process, as the ``owner`` of the sessions it claims
         self.process_id = uuid.uuid4().hex
         self._heartbeat: threading.Thread | None = None
@@ -515,6 +519,11 @@ class ClusterStore(RedisStore):
                 tail = self._tail_
         return tail
 
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None and not self._closed.is_set():
+            self._heartbeat_since = time.monotonic()
+        super()._start_heartbeat()
+
     def _node_client(self, host: str, port: int) -> redis.Redis:
         options = {**self._options, "socket_timeout": None}  # pubsub waits in get_message
         return redis.Redis(host=host, port=port, **options)
@@ -522,6 +531,11 @@ class ClusterStore(RedisStore):
     def _run(self, name: str, keys: list[t.Any], args: list[t.Any]) -> t.Any:
         self._redis  # noqa: B018 - connects, registering the scripts
         return self._scripts[name](keys=keys, args=args)
+
+    def _call(self, name: str, keys: list[t.Any], args: list[t.Any]) -> _Call:
+        """A script call for :meth:`_eval_all`."""
+        self._redis  # noqa: B018 - connects, registering the scripts
+        return (self._scripts[name], keys, args)
 
     # -- keys --------------------------------------------------------------
 
@@ -555,15 +569,16 @@ class ClusterStore(RedisStore):
             ttl_ms, score = scripts.ms(self.running_ttl), "+inf"
         else:
             ttl_ms, score = scripts.ms(session.expires_at - now), repr(session.expires_at)
+        calls: list[_Call] = []
         if session.client:
             client_key = self._client_key(session.client)
-            if client_limit > 0:
+            admit = self._args(now, session.id, ttl_ms, score, client_limit)
+            reply: t.Any = None
+            if client_limit <= 0:  # nothing to refuse: taken with the session's writes
+                calls.append(self._call("ADMIT", [client_key], admit))
+            else:
                 self._prune_client(client_key, now)
-            reply = self._run(
-                "ADMIT",
-                [client_key],
-                self._args(now, session.id, ttl_ms, score, client_limit),
-            )
+                reply = self._run("ADMIT", [client_key], admit)
             if isinstance(reply, list):
                 held, first = reply
                 first_score = float(first)
@@ -586,8 +601,12 @@ class ClusterStore(RedisStore):
         if session.cancelled:
             fields["cancelled"] = "1"
         pairs = [item for pair in fields.items() for item in pair]
-        self._run("CREATE", list(self._keys(session.id)), self._args(now, ttl_ms, *pairs))
-        self._run("INDEX_ADD", [self._live_key], [score, session.id, ttl_ms])
+        calls.append(
+            self._call("CREATE", list(self._keys(session.id)), self._args(now, ttl_ms, *pairs))
+        )
+        calls.append(self._call("INDEX_ADD", [self._live_key], [score, session.id, ttl_ms]))
+        for created in self._eval_all(calls):  # a pipeline per node
+            _reply(created)
         return None
 
     def _prune_client(self, client_key: bytes, now: float) -> None:
@@ -607,8 +626,11 @@ class ClusterStore(RedisStore):
         """Mark the session running; ``True`` for the one caller that wins."""
         hash_key, stream_key, _ = self._keys(session_id)
         self._start_heartbeat()
-        # alive from the claim on, before the heartbeat's next beat
-        self._redis.set(self._process_key(self.process_id), "1", px=scripts.ms(self.liveness_ttl))
+        if time.monotonic() - self._heartbeat_since < self.liveness_ttl / 2:
+            # alive from the claim on, before the heartbeat's first beats
+            self._redis.set(
+                self._process_key(self.process_id), "1", px=scripts.ms(self.liveness_ttl)
+            )
         token = uuid.uuid4().hex  # the same through this call's retries
         reply = self._run(
             "CLAIM",
@@ -622,11 +644,15 @@ class ClusterStore(RedisStore):
         # not on the session's channel (a subscription, then a message per append).
         self._local._logs.setdefault(session_id, _LocalLog())
         running_ms = scripts.ms(self.running_ttl)
-        self._run("INDEX_ADD", [self._live_key], ["+inf", session_id, running_ms])
+        calls = [self._call("INDEX_ADD", [self._live_key], ["+inf", session_id, running_ms])]
         client = reply[1] if len(reply) > 1 else None
         if client:
-            self._run("INDEX_ADD", [self._client_key(client)], ["+inf", session_id, running_ms])
+            self._clients[session_id] = client
+            share = self._client_key(client)
+            calls.append(self._call("INDEX_ADD", [share], ["+inf", session_id, running_ms]))
             self._client_extended[session_id] = time.monotonic()
+        for indexed in self._eval_all(calls):
+            _reply(indexed)
         return True
 
     @_wrap_errors
@@ -638,6 +664,7 @@ class ClusterStore(RedisStore):
         if ids:
             if len(self._written) >= 100_000:
                 self._written.clear()  # bounded; a forgotten session appends unchecked
+                self._clients.clear()
             self._written[session_id] = ids[-1]
         if len(ids) < len(events) or (ids and events[len(ids) - 1][0] in TERMINAL_EVENTS):
             self._written.pop(session_id, None)
@@ -701,14 +728,20 @@ class ClusterStore(RedisStore):
         share (each in its own slot, after the session's script)."""
         now = self.clock()
         replay_ms = scripts.ms(self.replay_ttl)
-        self._run(
-            "INDEX_END",
-            [self._live_key, self._done_key],
-            [session_id, repr(now + self.replay_ttl), replay_ms],
-        )
-        client = t.cast("str | None", self._redis.hget(self._keys(session_id)[0], "client"))
+        calls = [
+            self._call(
+                "INDEX_END",
+                [self._live_key, self._done_key],
+                [session_id, repr(now + self.replay_ttl), replay_ms],
+            )
+        ]
+        client = self._clients.pop(session_id, None)
+        if client is None:  # claimed elsewhere (a reader here ended the log)
+            client = t.cast("str | None", self._redis.hget(self._keys(session_id)[0], "client"))
         if client:
-            self._redis.zrem(self._client_key(client), session_id)
+            calls.append(self._call("INDEX_REM", [self._client_key(client)], [session_id]))
+        for reply in self._eval_all(calls):
+            _reply(reply)
 
     @_wrap_errors
     def read(self, session_id: str, after: int, timeout: float) -> list[Event]:

@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from .redis_scripts import _HEAD
 
-__all__ = ["ADMIT", "APPEND", "CLAIM", "CREATE", "INDEX_ADD", "INDEX_END", "READ", "TICK"]
+__all__ = [
+    "ADMIT",
+    "APPEND",
+    "CLAIM",
+    "CREATE",
+    "INDEX_ADD",
+    "INDEX_END",
+    "INDEX_REM",
+    "READ",
+    "TICK",
+]
 
 # KEYS: hash stream readers
 # ARGV: now replay ttl_ms field value [field value ...]
@@ -55,6 +65,13 @@ INDEX_ADD = """
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1
+"""
+
+# An index (a client's sessions): forget one session.
+# KEYS: index
+# ARGV: id
+INDEX_REM = """
+return redis.call('ZREM', KEYS[1], ARGV[1])
 """
 
 # A session's log ended: out of ``live``, into ``done`` (one tag, one slot).
