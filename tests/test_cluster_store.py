@@ -196,3 +196,27 @@ def test_liveness_is_the_process_s_and_lapses_when_it_stops(redis_cluster: Redis
     finally:
         here.close()
         elsewhere.close()
+
+
+@pytest.mark.parametrize("written", [False, True], ids=["never-written", "reply-lost"])
+def test_after_an_append_that_failed_unseen_the_next_id_is_past_it(
+    store: ClusterStore, monkeypatch: pytest.MonkeyPatch, written: bool
+) -> None:
+    sid = running(store)
+    for i in range(3):
+        store.append(sid, "chunk", f'"{i}"')
+    real = store._appends.call
+
+    def failing(call: t.Any) -> t.Any:
+        if written:
+            real(call)  # written (and maybe read elsewhere), then the reply is lost
+        raise redis.ConnectionError("the node went away")
+
+    monkeypatch.setattr(store._appends, "call", failing)
+    with pytest.raises(Exception, match="unreachable"):
+        store.append(sid, "chunk", '"3"')
+    monkeypatch.undo()
+    # event 4 may have been seen: the end is numbered past it either way
+    assert store.append(sid, "error", '{"code":"store_unavailable"}') == 5
+    ids = [e[0] for e in log_of(store, sid)]
+    assert ids == ([1, 2, 3, 4, 5] if written else [1, 2, 3, 5])

@@ -25,7 +25,8 @@ asynchronous, so a master that dies may take its newest writes with it: an
 append that finds the log shorter than it expects restores the missing events
 from this process's copy of the log and goes on, every event in order; when it
 cannot, it ends the log with a ``store_unavailable`` error event numbered after
-every event it wrote, never writing past a hole. Past ``failover_wait`` a
+every event it wrote, never writing past a hole. An append that failed without telling
+whether it was written counts as written: the next event is numbered past it. Past ``failover_wait`` a
 command fails with :class:`~ngai_chat.errors.StoreUnavailable` as on one Redis.
 
 **Tails.** A blocking ``XREAD`` cannot span slots in a cluster, so readers here
@@ -462,6 +463,8 @@ class ClusterStore(RedisStore):
         #: by session claimed here: when its client's share last had its TTL pushed
         self._client_extended: dict[str, float] = {}
         self._live_extended = 0.0
+        #: by session: the highest id a failed append of this process may have taken
+        self._unsure: dict[str, int] = {}
         #: by session claimed here: its client, for its share's update at the end
         self._clients: dict[str, str] = {}
         #: when this store's heartbeat started (it renews the process's key)
@@ -657,8 +660,21 @@ class ClusterStore(RedisStore):
 
     @_wrap_errors
     def _append_to_redis(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
-        expected = self._written.get(session_id, -1)
-        ids = self._append_script(session_id, events, expected, 0)
+        expected, floor = self._written.get(session_id, -1), 0
+        unsure = self._unsure.pop(session_id, None)
+        if unsure is not None:
+            # An append of ours failed without telling whether it was written (and
+            # read, and then lost to a failover): what comes next is numbered after
+            # every id it may have taken, whatever the log holds now.
+            expected, floor = -1, unsure
+        try:
+            ids = self._append_script(session_id, events, expected, floor)
+        except (redis.RedisError, OSError, RedisClusterException):
+            if expected >= 0 or unsure is not None:
+                if len(self._unsure) >= 100_000:
+                    self._unsure.clear()
+                self._unsure[session_id] = max(expected, floor) + len(events)
+            raise
         if ids and ids[0] == -1:
             ids = self._after_mismatch(session_id, events, expected, ids[1])
         if ids:
