@@ -25,9 +25,10 @@ asynchronous, so a master that dies may take its newest writes with it: an
 append that finds the log shorter than it expects restores the missing events
 from this process's copy of the log and goes on, every event in order; when it
 cannot, it ends the log with a ``store_unavailable`` error event numbered after
-every event it wrote, never writing past a hole. An append that failed without telling
-whether it was written counts as written: the next event is numbered past it. Past ``failover_wait`` a
-command fails with :class:`~ngai_chat.errors.StoreUnavailable` as on one Redis.
+every event it wrote, never writing past a hole. An append that failed without
+telling whether it was written counts as written: the next event is numbered past
+it. Past ``failover_wait`` a command fails with
+:class:`~ngai_chat.errors.StoreUnavailable` as on one Redis.
 
 **Tails.** A blocking ``XREAD`` cannot span slots in a cluster, so readers here
 wait on their sessions' shard channels instead: one connection per master node
