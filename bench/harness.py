@@ -355,3 +355,20 @@ def log_problems(text: str) -> dict[str, t.Any]:
     lines = text.splitlines()
     problems = [line for line in lines if _PROBLEM.search(line)]
     return {"lines": len(lines), "problems": len(problems), "first": problems[:5]}
+
+
+_T = t.TypeVar("_T")
+
+
+def alternate(rounds: int, runs: t.Mapping[str, t.Callable[[], _T]]) -> dict[str, list[_T]]:
+    """Call each of ``runs`` ``rounds`` times, round-robin."""
+    results: dict[str, list[_T]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            results[name].append(run())
+    return results
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The run with the median rate (the lower one of an even count)."""
+    return sorted(runs, key=lambda run: run.rate)[(len(runs) - 1) // 2]

@@ -6,6 +6,7 @@ over it are in ``tests/support/redis_server.py``.)
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import socket
 import subprocess
@@ -133,3 +134,33 @@ class RedisServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+#: the shared Redis the bench compares against
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_unavailable() -> str | None:
+    """Why the Redis store cannot be benchmarked, or None when it can."""
+    try:
+        importlib.import_module("ngai_chat.store.redis")
+    except ImportError as exc:
+        return f"ngai_chat.store.redis does not import ({exc})"
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except Exception as exc:
+        return f"no Redis answers at {REDIS_URL} ({exc})"
+    return None
+
+
+def delete_keys(prefix: str) -> int:
+    """Delete the run's keys from the shared Redis; returns how many there were."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+    return len(keys)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import math
 import time
 import typing as t
@@ -31,6 +30,7 @@ from bench.fake_upstream import make_chunk
 from bench.fake_upstream import text_chunks
 
 from . import procinfo
+from .cluster import cluster_comparison
 from .harness import FULL as FULL
 from .harness import QUICK as QUICK
 from .harness import SHORT_MODEL
@@ -41,10 +41,15 @@ from .harness import Row as Row
 from .harness import Run
 from .harness import ScenarioResult as ScenarioResult
 from .harness import Served
+from .harness import alternate
+from .harness import median_run
 from .jobs import FanoutJob
 from .jobs import IdleJob
 from .jobs import PrepareJob
 from .jobs import Target
+from .redis_server import REDIS_URL
+from .redis_server import delete_keys
+from .redis_server import redis_unavailable
 from .runner import LoadGen
 from .runner import job_timeout
 from .runner import run_job
@@ -74,16 +79,23 @@ __all__ = [
 IDLE_MODEL = "bench-idle"
 #: a model that "thinks" (sends nothing) for :attr:`Profile.think` seconds first
 THINK_MODEL = "bench-think"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 #: seconds for the worker's allocations to settle before its RSS is read
 SETTLE = 0.3
-SCENARIOS = (*SERIES, "throughput", "latency", "idle", "store", "fanout", "prepare", "uichat")
+SCENARIOS = (
+    *SERIES,
+    "throughput",
+    "latency",
+    "idle",
+    "store",
+    "fanout",
+    "prepare",
+    "uichat",
+    "cluster",
+)
 #: issue 7's targets for the idle streams and the Redis store
 IDLE_TARGET_KIB = 32.0
 IDLE_TARGET_STREAMS = 5000
 REDIS_TARGET = 1.5
-
-_T = t.TypeVar("_T")
 
 
 def register_scripts(fake: FakeUpstream, profile: Profile) -> None:
@@ -93,20 +105,6 @@ def register_scripts(fake: FakeUpstream, profile: Profile) -> None:
         THINK_MODEL, [Pause(profile.think), *text_chunks(["w1 ", "w2 "], model=THINK_MODEL)]
     )
     register_stamped(fake, (profile.s1, profile.s2, profile.s3, profile.s4))
-
-
-def alternate(rounds: int, runs: t.Mapping[str, t.Callable[[], _T]]) -> dict[str, list[_T]]:
-    """Call each of ``runs`` ``rounds`` times, round-robin."""
-    results: dict[str, list[_T]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            results[name].append(run())
-    return results
-
-
-def median_run(runs: list[Run]) -> Run:
-    """The run with the median rate (the lower one of an even count)."""
-    return sorted(runs, key=lambda run: run.rate)[(len(runs) - 1) // 2]
 
 
 def pooled(runs: list[Run]) -> StreamStats:
@@ -306,32 +304,6 @@ def idle_memory(bench: Bench, served: Served, result: ScenarioResult) -> None:
 # --- 4. store comparison ----------------------------------------------------------------
 
 
-def redis_unavailable() -> str | None:
-    """Why the Redis store cannot be benchmarked, or None when it can."""
-    try:
-        importlib.import_module("ngai_chat.store.redis")
-    except ImportError as exc:
-        return f"ngai_chat.store.redis does not import ({exc})"
-    try:
-        import redis
-
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-    except Exception as exc:
-        return f"no Redis answers at {REDIS_URL} ({exc})"
-    return None
-
-
-def _delete_keys(prefix: str) -> int:
-    """Delete the run's keys from the shared Redis; returns how many there were."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    for start in range(0, len(keys), 500):
-        client.delete(*keys[start : start + 500])
-    return len(keys)
-
-
 def _verdict(memory: Run, redis: Run) -> str:
     ratio = redis.cpu_per_event("worker") / memory.cpu_per_event("worker")
     return "?" if math.isnan(ratio) else ("met" if ratio < REDIS_TARGET else "NOT met")
@@ -361,7 +333,7 @@ def store_comparison(bench: Bench, memory_app: Served, result: ScenarioResult) -
         with bench.serve("redis", **env) as redis_app:
             runs = alternate(profile.rounds, {"memory": on(memory_app), "redis": on(redis_app)})
     finally:
-        result.details["keys_deleted"] = _delete_keys(prefix)
+        result.details["keys_deleted"] = delete_keys(prefix)
     memory, redis = median_run(runs["memory"]), median_run(runs["redis"])
     result.rows += [
         Row("store", f"{profile.store_clients} sessions x {profile.chunks} chunks", "events/s",
@@ -529,4 +501,7 @@ def run_scenarios(bench: Bench, selected: t.AbstractSet[str]) -> list[ScenarioRe
         if name in selected:
             with _recorded(results, name) as result, bench.serve(name) as served:
                 scenario(bench, served, result)
+    if "cluster" in selected:  # apps of its own, on a cluster of its own
+        with _recorded(results, "cluster") as result:
+            cluster_comparison(bench, result)
     return results

@@ -34,7 +34,7 @@ DEFAULT_MODEL = "mistralai/mistral-7b-instruct:free"
 DEMO_MODEL = "ngai/demo"
 #: ``REDIS_URL`` schemes that select the Redis store; ``memory://`` (or no URL) is
 #: this process's memory
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 MEMORY_URL = "memory://"
 #: micro-dollars per US dollar: budgets in USD are counted in whole micro-dollars
 MICRO = 1_000_000
@@ -319,7 +319,8 @@ VARIABLES: dict[str, tuple[str, t.Callable[[str], t.Any], str]] = {
     "REDIS_URL": (
         "redis_url",
         _redis_url,
-        "memory:// or a redis://, rediss:// or unix:// URL such as redis://localhost:6379/0",
+        "memory://, a redis://, rediss:// or unix:// URL such as redis://localhost:6379/0, "
+        "or redis+cluster://host:port[,host:port…] for a Redis Cluster",
     ),
     "NGAI_DEMO": ("demo", _flag, "0 or 1"),
     "NGAI_DEFAULT_MODEL": ("default_model", _text, "a model id"),

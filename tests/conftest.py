@@ -10,7 +10,8 @@ import pytest
 from bench.fake_upstream import FakeUpstream
 from ngai_chat import create_app
 from tests.support.helpers import Clock
-from tests.support.redis_server import redis_prefix  # noqa: F401 - fixtures
+from tests.support.redis_cluster import redis_cluster  # noqa: F401 - fixtures
+from tests.support.redis_server import redis_prefix  # noqa: F401
 from tests.support.redis_server import redis_server  # noqa: F401
 from tests.support.redis_server import redis_url  # noqa: F401
 from tests.support.scripted import ScriptedUpstream

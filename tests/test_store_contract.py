@@ -23,6 +23,8 @@ import gevent
 import pytest
 import redis
 
+from bench.live import free_port
+from bench.redis_cluster import RedisCluster
 from ngai_chat.errors import StoreUnavailable
 from ngai_chat.store import SessionInfo
 from ngai_chat.store import Store
@@ -30,7 +32,6 @@ from ngai_chat.store import store_from_url
 from tests.support import helpers
 from tests.support.helpers import Clock
 from tests.support.redis_server import RedisServer
-from bench.live import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_700_000_000.0
@@ -83,9 +84,13 @@ def blocked_clients(url: str, client_name: str) -> int:
 
 def drop_keys(url: str, prefix: str) -> None:
     with redis.Redis.from_url(url) as client:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
+        if client.info("replication").get("role") != "master":
+            client.connection_pool.disconnect()
+            return
+        pipe = client.pipeline(transaction=False)
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            pipe.delete(key)  # one by one: on a cluster node keys differ in slot
+        pipe.execute()
         client.connection_pool.disconnect()
 
 
@@ -100,6 +105,8 @@ class Backend:
         self.prefix = prefix
         #: ``CLIENT SETNAME`` of this test's Redis connections
         self.client_name = prefix.rstrip(":")
+        #: ``host:port`` of every node, for a cluster
+        self.cluster_nodes: list[str] = []
         self.stores: list[Store] = []
 
     def store(self, **options: t.Any) -> Store:
@@ -119,6 +126,22 @@ class Backend:
         )
         self.stores.append(store)
         return store
+
+    def waiting_tails(self) -> int:
+        """Tails of this test's stores waiting on Redis: blocked in ``XREAD`` on one
+        Redis, subscribed to a shard channel on a cluster."""
+        if self.kind == "redis":
+            return blocked_clients(self.url, self.client_name)
+        count = 0
+        for node in self.cluster_nodes:
+            with redis.Redis.from_url(f"redis://{node}/0", decode_responses=True) as client:
+                count += sum(
+                    1
+                    for c in client.client_list()
+                    if c.get("name") == self.client_name and int(c.get("ssub", 0)) > 0
+                )
+                client.connection_pool.disconnect()
+        return count
 
     def run_concurrently(self, calls: t.Sequence[t.Callable[[], t.Any]]) -> list[t.Any]:
         """Run all ``calls`` at once; their results in order."""
@@ -153,6 +176,9 @@ class Backend:
             store.close()
         if self.kind == "redis":
             drop_keys(self.url, self.prefix)
+        elif self.kind == "cluster":
+            for node in self.cluster_nodes:
+                drop_keys(f"redis://{node}/0", self.prefix)
 
 
 @pytest.fixture
@@ -164,11 +190,16 @@ def clock() -> FakeClock:
     params=[
         pytest.param("memory", id="memory"),
         pytest.param("redis", id="redis", marks=pytest.mark.redis),
+        pytest.param("cluster", id="cluster", marks=pytest.mark.redis),
     ]
 )
 def backend(request: pytest.FixtureRequest, clock: FakeClock) -> t.Iterator[Backend]:
     if request.param == "memory":
         backend = Backend("memory", clock)
+    elif request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        backend = Backend("cluster", clock, cluster.url, request.getfixturevalue("redis_prefix"))
+        backend.cluster_nodes = [node.address for node in cluster.nodes]
     else:
         url = request.getfixturevalue("redis_url")
         backend = Backend("redis", clock, url, request.getfixturevalue("redis_prefix"))
@@ -197,7 +228,8 @@ def claimed_session(store: Store, clock: FakeClock) -> SessionInfo:
 
 class TestStoreContract:
     def test_kind(self, backend: Backend, store: Store) -> None:
-        assert store.kind == backend.kind
+        # a cluster is a kind of Redis, as /health reports it
+        assert store.kind == ("redis" if backend.kind == "cluster" else backend.kind)
 
     def test_create_get_round_trip(self, store: Store, clock: FakeClock) -> None:
         session = new_session(clock)
@@ -334,9 +366,9 @@ class TestStoreContract:
             # Append only once all three stores' tails sit in XREAD BLOCK, so this
             # is a wake-up.
             wait_until(
-                lambda: blocked_clients(backend.url, backend.client_name) == 3,
+                lambda: backend.waiting_tails() == 3,
                 timeout=10,
-                what="three readers blocked in XREAD",
+                what="three readers' tails waiting (XREAD BLOCK, or SSUBSCRIBE on a cluster)",
             )
             assert not woke
             appended_at = time.monotonic()

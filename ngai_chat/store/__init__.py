@@ -27,7 +27,8 @@ def store_from_url(
 ) -> Store:
     """The store for ``REDIS_URL``: Redis when set, else this process's memory.
 
-    :param url: ``redis://…``/``rediss://…``/``unix://…``, or ``memory://`` or
+    :param url: ``redis://…``/``rediss://…``/``unix://…``, ``redis+cluster://…``
+        (a Redis Cluster), or ``memory://`` or
         ``None`` for memory.
     :param replay_ttl: seconds a finished log stays readable.
     :param clock: wall-clock source, injectable for tests.
@@ -44,8 +45,14 @@ def store_from_url(
         scheme = url.split("://", 1)[0] + "://" if "://" in url else "(none)"
         raise ConfigError(
             f"Invalid REDIS_URL: the scheme {scheme} selects no store. Use memory:// (one "
-            "process) or a redis://, rediss:// or unix:// URL such as redis://localhost:6379/0."
+            "process), a redis://, rediss:// or unix:// URL such as redis://localhost:6379/0, "
+            "or redis+cluster://host:port[,host:port…] for a Redis Cluster."
         )
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        from .redis_cluster import ClusterStore  # imported lazily, as below
+
+        cluster: Store = ClusterStore(url, replay_ttl=replay_ttl, clock=clock, **options)
+        return cluster
     from .redis import RedisStore  # imported lazily: only the Redis store imports redis
 
     store: Store = RedisStore(url, replay_ttl=replay_ttl, clock=clock, **options)
