@@ -18,11 +18,11 @@ import uuid
 import pytest
 import requests
 
+from bench import fake_upstream as fu
+from bench.live import LiveApp
 from bench.redis_cluster import RedisCluster
 from tests.conftest import API_KEY
-from tests.support import fake_upstream as fu
 from tests.support.helpers import wait_until
-from tests.support.live import LiveApp
 from tests.support.sse_parse import Frame
 from tests.support.sse_parse import StreamReader
 from tests.support.sse_parse import events
