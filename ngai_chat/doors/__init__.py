@@ -7,6 +7,7 @@ blueprint's set-up, its error handling and the steps every door shares are in
 :mod:`.base`.
 
 - :mod:`.ngai`: the NGAI protocol, ``POST /prepare`` and ``GET``/``DELETE /stream/<id>``
+- :mod:`.openai`: OpenAI-compatible, ``POST /v1/chat/completions`` and ``GET /v1/models``
 - :mod:`.site`: the chat page, ``/models``, ``/health``, ``/openapi.json``, ``/metrics``
 
 Importing this package registers every route on :data:`chat_blueprint`.
@@ -15,6 +16,7 @@ Importing this package registers every route on :data:`chat_blueprint`.
 from __future__ import annotations
 
 from . import ngai as ngai
+from . import openai as openai
 from . import site as site
 from .base import chat_blueprint as chat_blueprint
 from .base import error_response as error_response
