@@ -36,9 +36,11 @@ class Target:
     the baseline without the relay.
     ``get``: ``GET {path}?model=<model>``, one request through a pass-through proxy
     that turns it into the upstream's ``POST`` (nginx, :mod:`bench.baselines`).
+    ``completion``: ``POST {path}`` without ``stream``, an OpenAI ``chat.completion``
+    answered whole (its "first chunk" is the whole answer): the OpenAI doors.
     """
 
-    kind: t.Literal["relay", "direct", "get"]
+    kind: t.Literal["relay", "direct", "get", "completion"]
     port: int
     path: str = ""
 

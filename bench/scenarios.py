@@ -79,7 +79,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 SETTLE = 0.3
 #: share of a closed-loop round before its steady window starts
 WARMUP_SHARE = 0.2
-SCENARIOS = (*SERIES, "throughput", "latency", "idle", "store", "fanout", "prepare")
+SCENARIOS = (*SERIES, "throughput", "latency", "idle", "store", "fanout", "prepare", "v1")
 #: issue 7's targets for the idle streams and the Redis store
 IDLE_TARGET_KIB = 32.0
 IDLE_TARGET_STREAMS = 5000
@@ -809,4 +809,9 @@ def run_scenarios(bench: Bench, selected: t.AbstractSet[str]) -> list[ScenarioRe
         if name in selected:
             with _recorded(results, name) as result, bench.serve(name) as served:
                 scenario(bench, served, result)
+    if "v1" in selected:  # the OpenAI door; its app and LiteLLM are its own
+        from .openai_door import v1
+
+        with _recorded(results, "v1") as result:
+            v1(bench, result)
     return results
