@@ -53,33 +53,17 @@ __all__ = ["LITELLM_VENV", "LiteLLM", "litellm_unavailable", "v1"]
 #: the bench's own virtualenv for LiteLLM (git-ignored, like the results)
 LITELLM_VENV = Path(__file__).resolve().parent / "results" / "litellm-venv"
 LITELLM = "litellm==1.110.*"
-#: the ``[proxy]`` extra's packages, named one by one: the extra itself pins a
-#: package the index does not have
-LITELLM_PROXY_PACKAGES = (
-    "apscheduler",
-    "backoff",
-    "cryptography",
-    "fastapi",
-    "fastapi-sso",
-    "gunicorn",
-    "orjson",
-    "pyjwt",
-    "python-multipart",
-    "pyyaml",
-    "rq",
-    "uvicorn",
-    "uvloop",
-    "websockets",
-    "email-validator",
-    "mcp",
-    "polars",
-    "soundfile",
-    "azure-identity",
-    "azure-storage-blob",
-    "boto3",
-    "litellm-proxy-extras",
-    "litellm-enterprise",
-)
+#: prints the ``[proxy]`` extra's requirements (without their markers), but for
+#: ``litellm-proxy``, which the index does not have
+_PROXY_REQUIREMENTS = """
+import importlib.metadata, re
+for req in importlib.metadata.requires("litellm") or []:
+    spec, _, marker = req.partition(";")
+    proxy = re.search(r"extra\\s*==\\s*.proxy.(\\s|$)", marker)
+    if proxy and not re.match(r"litellm-proxy(?![-\\w])", spec.strip()):
+        if "python_full_version >= '3.15'" not in marker:
+            print(spec.strip())
+"""
 #: seconds the installation may take
 INSTALL_TIMEOUT = 900.0
 
@@ -119,10 +103,18 @@ def litellm_unavailable() -> str | None:
             "--disable-pip-version-check",
         ]
         subprocess.run([*pip, LITELLM], check=True, timeout=INSTALL_TIMEOUT, capture_output=True)
-        for package in LITELLM_PROXY_PACKAGES:  # what the index has of them
-            subprocess.run(
-                [*pip, package], timeout=INSTALL_TIMEOUT, capture_output=True, check=False
-            )
+        listed = subprocess.run(
+            [str(_venv_python()), "-c", _PROXY_REQUIREMENTS],
+            check=True,
+            timeout=120,
+            capture_output=True,
+            text=True,
+        )
+        packages = listed.stdout.split()
+        quiet = {"timeout": INSTALL_TIMEOUT, "check": False, "capture_output": True}
+        if subprocess.run([*pip, *packages], **quiet).returncode:  # type: ignore[call-overload]
+            for package in packages:  # what the index has of them, one by one
+                subprocess.run([*pip, package], **quiet)  # type: ignore[call-overload]
     except (OSError, subprocess.SubprocessError) as exc:
         return f"LiteLLM could not be installed in {LITELLM_VENV}: {exc}"[:300]
     if not _importable():
