@@ -146,7 +146,7 @@ def unknown(rest: str) -> flask.Response:
     handlers never see the app's own routing errors).
     """
     check_token(request.headers.get("Authorization"), get_services().settings.api_tokens)
-    allowed = _ROUTES.get(rest.strip("/"))
+    allowed = _ROUTES.get(rest)
     if allowed is not None:
         raise MethodNotAllowed(valid_methods=list(allowed))
     raise errors.NotFound(
