@@ -10,6 +10,7 @@ import typing as t
 import pytest
 
 from ngai_chat import errors
+from ngai_chat import sse
 from ngai_chat.chunks import Answer
 from ngai_chat.chunks import chunk_event_data
 from ngai_chat.chunks import done_data
@@ -18,6 +19,7 @@ from ngai_chat.chunks import parse_chunk
 from ngai_chat.wire.openai import DONE_FRAME
 from ngai_chat.wire.openai import Completion
 from ngai_chat.wire.openai import chunk_frame
+from ngai_chat.wire.openai import chunk_frame_of
 from ngai_chat.wire.openai import error_body
 from ngai_chat.wire.openai import error_frame
 from ngai_chat.wire.openai import error_type
@@ -50,6 +52,41 @@ def test_raw_chunk_is_the_upstreams_text(upstream: str) -> None:
     chunk = parse_chunk(upstream.encode())
     assert chunk is not None
     assert raw_chunk(chunk_event_data(chunk)) == upstream
+
+
+#: the cases whose texts have no escapes: cut from the NGAI frame's bytes
+PLAIN = {"text", "empty-choices", "empty-object", "non-ascii", "reasoning", "own-top-level-keys",
+         "upstream-whitespace-inside", "multi-line-json", "upstream-u-escape"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    [*RAW_CHUNKS, pytest.param('{"a":1,\n"choices":[]}', id="multi-line-json")],
+)
+def test_chunk_frame_of_the_ngai_frame(upstream: str, request: pytest.FixtureRequest) -> None:
+    chunk = parse_chunk(upstream.encode())
+    assert chunk is not None
+    data = chunk_event_data(chunk)
+    cut = chunk_frame_of(sse.event(data, name="chunk", id=1234))
+    # spliced texts with escapes are left to chunk_frame
+    assert (cut is not None) == (request.node.callspec.id in PLAIN)
+    assert cut is None or cut == chunk_frame(data)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b'id: 1\nevent: chunk\ndata: {"a":1}\n\n',
+        b'id: 1\nevent: chunk\ndata: {"a":1,"content":"x","reasoning":1}\n\n',
+        b'id: 1\nevent: chunk\ndata: {"a":1,"content":"x"}\n\n',
+        b'id: 1\nevent: chunk\ndata: {"a":1 "content":"x","reasoning":""}\n\n',
+        b'id: 1\nevent: chunk\ndata: {"a":1,"content":"x","reasoning":"y"}',
+        b'{"a":1,"content":"x","reasoning":"y"}\n\n',
+    ],
+    ids=["no-splice", "not-a-string", "no-reasoning", "no-separator", "unended", "no-data-line"],
+)
+def test_chunk_frame_of_refuses_what_is_not_a_splice(frame: bytes) -> None:
+    assert chunk_frame_of(frame) is None
 
 
 def test_whitespace_around_the_closing_brace_is_dropped() -> None:

@@ -377,7 +377,8 @@ def _frames(answer: _Answer, batches: t.Iterator[Batch]) -> t.Iterator[bytes]:
             for event in batch:
                 name = event.name
                 if name == "chunk":
-                    frame = wire.chunk_frame(event.data)
+                    # cut from the NGAI frame when that is simple, else from the data
+                    frame = wire.chunk_frame_of(event.frame) or wire.chunk_frame(event.data)
                 elif name == "done":
                     answer.ended = True
                     frame = wire.DONE_FRAME

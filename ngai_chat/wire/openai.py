@@ -26,6 +26,7 @@ __all__ = [
     "DONE_FRAME",
     "Completion",
     "chunk_frame",
+    "chunk_frame_of",
     "error_body",
     "error_frame",
     "error_type",
@@ -121,6 +122,51 @@ def raw_chunk(data: str) -> str:
 def chunk_frame(data: str) -> bytes:
     """The stream's frame for a ``chunk`` event: ``data: <upstream chunk>``."""
     return event(raw_chunk(data))
+
+
+_DATA_LINE = b"\ndata: "
+_CONTENT_KEY_BYTES = _CONTENT_KEY.encode()
+_REASONING_KEY_BYTES = _REASONING_KEY.encode()
+_QUOTE = ord('"')
+_COMMA = ord(",")
+_BRACE = ord("{")
+_FRAME_END = b"}\n\n"
+
+
+def chunk_frame_of(frame: bytes) -> bytes | None:
+    """:func:`chunk_frame`, cut from the ``chunk`` event's NGAI frame (``id:`` and
+    ``event:`` lines, then its data, encoded once when the event was logged): the
+    bytes from its first ``data:`` line to the splice, without decoding or
+    encoding anything (the hot path). A chunk whose JSON holds line breaks has
+    several ``data:`` lines, which come out as :func:`chunk_frame` writes them.
+
+    The splice is recognized when both of its texts are plain (no escapes: the
+    eight quotes from its ``"content":`` on are its keys' and texts' own);
+    ``None`` otherwise, and :func:`chunk_frame` does the work.
+    """
+    start = frame.find(_DATA_LINE)
+    reasoning_at = frame.rfind(_REASONING_KEY_BYTES)
+    if start < 0 or reasoning_at < 0:
+        return None
+    content_at = frame.rfind(_CONTENT_KEY_BYTES, start, reasoning_at)
+    if content_at <= start:
+        return None
+    splice = frame[content_at:]
+    if (
+        not splice.endswith(b'"}\n\n')
+        or b"\\" in splice
+        or splice.count(b'"') != 8
+        or splice[len(_CONTENT_KEY_BYTES)] != _QUOTE
+        or frame[reasoning_at - 1] != _QUOTE
+        or frame[reasoning_at + len(_REASONING_KEY_BYTES)] != _QUOTE
+    ):
+        return None
+    before = frame[content_at - 1]
+    if before == _COMMA:
+        return frame[start + 1 : content_at - 1] + _FRAME_END
+    if before == _BRACE:
+        return frame[start + 1 : content_at] + _FRAME_END
+    return None
 
 
 def error_type(status: int) -> str:
