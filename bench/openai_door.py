@@ -221,7 +221,7 @@ class LiteLLM:
 
 
 #: seconds LiteLLM's proxy gets to start listening (it imports a great deal)
-LITELLM_START_TIMEOUT = 3 * START_TIMEOUT
+LITELLM_START_TIMEOUT = 180.0
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
