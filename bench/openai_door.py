@@ -34,7 +34,6 @@ from pathlib import Path
 
 from tests.support.live import free_port
 
-from .baselines import START_TIMEOUT
 from .baselines import BaselineError
 from .baselines import _stop
 from .baselines import _tail
