@@ -71,17 +71,24 @@ def _venv_python() -> Path:
     return LITELLM_VENV / "bin" / "python"
 
 
+#: what the proxy needs besides litellm (found without importing: importing the
+#: proxy takes tens of seconds)
+_PROXY_MODULES = ("litellm", "uvicorn", "fastapi", "websockets", "apscheduler", "yaml")
+
+
 def _importable() -> bool:
     python = _venv_python()
     if not python.exists():
         return False
-    probe = subprocess.run(
-        [str(python), "-c", "import litellm.proxy.proxy_server, uvicorn, fastapi"],
-        capture_output=True,
-        timeout=120,
-        check=False,
+    probe = (
+        "import importlib.util as u, sys; "
+        f"sys.exit(any(u.find_spec(m) is None for m in {_PROXY_MODULES!r}))"
     )
-    return probe.returncode == 0
+    try:
+        found = subprocess.run([str(python), "-c", probe], timeout=120, check=False)
+    except subprocess.TimeoutExpired:
+        return False
+    return found.returncode == 0
 
 
 def litellm_unavailable() -> str | None:

@@ -473,6 +473,30 @@ def test_rate_limit_counts_every_door(limited: LiveApp, fake: fu.FakeUpstream) -
     assert requests.post(limited.url("/prepare"), json=body, timeout=5).status_code == 429
 
 
+def test_budget_counts_this_doors_answers(fake: fu.FakeUpstream) -> None:
+    """An answer's usage on /v1 spends the client's budget; past it, 429
+    budget_exceeded on /v1 and on /prepare alike.
+    """
+    env = {
+        "OPENROUTER_API_KEY": API_KEY,
+        "OPENROUTER_BASE_URL": fake.base_url,
+        "NGAI_BUDGET_PER_CLIENT": "10 tokens/day",
+    }
+    model = scripted(fake, fu.text_chunks(["spent"], usage={"total_tokens": 13}))
+    with LiveApp(env) as live:
+        sdk = client(live)
+        assert sdk.chat.completions.create(model=model, messages=USER).usage.total_tokens == 13
+        with pytest.raises(openai.RateLimitError) as caught:
+            sdk.chat.completions.create(model=model, messages=USER, stream=True)
+        assert caught.value.code == "budget_exceeded"
+        assert int(caught.value.response.headers["Retry-After"]) > 0
+        prepared = requests.post(
+            live.url("/prepare"), json={"model": model, "messages": USER}, timeout=5
+        )
+        assert prepared.status_code == 429
+        assert prepared.json()["error"]["code"] == "budget_exceeded"
+
+
 def test_a_refused_request_keeps_its_connection_usable(app: LiveApp, fake: fu.FakeUpstream) -> None:
     """The SDKs reuse connections: a 401 answered before the body was read must
     not leave the body to be read as the next request.
