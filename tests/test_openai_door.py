@@ -678,3 +678,27 @@ def test_invariant_10_the_same_answer_on_every_door(app: LiveApp, fake: fu.FakeU
     assert ngai["usage"] == {"prompt_tokens": 3, "total_tokens": 12}
     assert v1_stream == ngai
     assert v1 == ngai
+
+
+# --- the door in process (the Flask test client: no socket to watch) ---------------
+
+
+def test_the_door_under_a_host_apps_prefix_with_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flask import Flask
+
+    from ngai_chat import chat_blueprint
+
+    monkeypatch.setenv("NGAI_DEMO", "1")
+    host = Flask("host")
+    host.register_blueprint(chat_blueprint, url_prefix="/api/chat")
+    client = host.test_client()
+    listed = client.get("/api/chat/v1/models").get_json()
+    assert [m["id"] for m in listed["data"]] == ["ngai/demo"]
+    body = {"model": "ngai/demo", "messages": [{"role": "user", "content": "Say *hi*"}]}
+    completion = client.post("/api/chat/v1/chat/completions", json=body).get_json()
+    message = completion["choices"][0]["message"]
+    assert "*hi*" in message["content"] and message["reasoning"]
+    assert message["annotations"][0]["type"] == "url_citation"
+    assert completion["usage"]["total_tokens"] > 0
+    missing = client.get("/api/chat/v1/nothing")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
