@@ -8,7 +8,8 @@ gateway people run for exactly this job.
 - **S4-like** (the profile's S4 wave: sequential sessions of 5 chunks): time to
   first chunk p50 added over calling the fake upstream directly, for ``/stream``,
   ``/v1`` streamed, ``/v1`` not streamed (the whole answer is its first chunk),
-  and LiteLLM's two.
+  and LiteLLM streamed (not streamed, LiteLLM asks the upstream for a
+  non-streamed answer, which the fake upstream does not give).
 
 LiteLLM runs from its own virtualenv under the bench's work directory
 (``bench/results/litellm-venv``, never the project's requirements), created on
@@ -146,10 +147,6 @@ class LiteLLM:
     @property
     def stream_target(self) -> Target:
         return Target("direct", self.port, "/v1/chat/completions")
-
-    @property
-    def completion_target(self) -> Target:
-        return Target("completion", self.port, "/v1/chat/completions")
 
     def start(self) -> LiteLLM:
         config = self._dir / "config.yaml"
@@ -297,11 +294,10 @@ def v1(bench: Bench, result: ScenarioResult) -> None:
         streams = [stream, door]
         completions = [whole]
         if litellm is not None:
+            # streamed only: LiteLLM asks the upstream for a non-streamed answer when
+            # its client does, and the fake upstream answers streams only
             streams.append(Contender("litellm", litellm.stream_target, litellm.pid))
-            completions.append(
-                Contender("litellm completion", litellm.completion_target, litellm.pid)
-            )
-            _warm(bench, streams[-1], completions[-1])
+            _warm(bench, streams[-1])
         _warm(bench, door, whole)
 
         s3 = run_rounds(bench, streams, bench.profile.s3)
