@@ -21,6 +21,7 @@ from openai import OpenAI
 from tests.conftest import API_KEY
 from tests.support import fake_upstream as fu
 from tests.support.live import LiveApp
+from tests.support.live import wait_until
 from tests.support.sse_parse import events
 from tests.support.sse_parse import parse
 
@@ -486,15 +487,18 @@ def test_budget_counts_this_doors_answers(fake: fu.FakeUpstream) -> None:
     with LiveApp(env) as live:
         sdk = client(live)
         assert sdk.chat.completions.create(model=model, messages=USER).usage.total_tokens == 13
+
+        def refused() -> bool:  # the usage is counted as the generation ends
+            answer = requests.post(
+                live.url("/prepare"), json={"model": model, "messages": USER}, timeout=5
+            )
+            return answer.status_code == 429 and answer.json()["error"]["code"] == "budget_exceeded"
+
+        wait_until(refused, 5, "/prepare refused for the budget")
         with pytest.raises(openai.RateLimitError) as caught:
             sdk.chat.completions.create(model=model, messages=USER, stream=True)
         assert caught.value.code == "budget_exceeded"
         assert int(caught.value.response.headers["Retry-After"]) > 0
-        prepared = requests.post(
-            live.url("/prepare"), json={"model": model, "messages": USER}, timeout=5
-        )
-        assert prepared.status_code == 429
-        assert prepared.json()["error"]["code"] == "budget_exceeded"
 
 
 def test_a_refused_request_keeps_its_connection_usable(app: LiveApp, fake: fu.FakeUpstream) -> None:
