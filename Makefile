@@ -31,7 +31,7 @@ run: $(RUN_STAMP)
 	$(PY) -m ngai_chat
 
 ## test: install what the tests need, then run all of them
-test: $(DEV_STAMP) system-deps tests/node/node_modules/.package-lock.json tests/node_ai/node_modules/.package-lock.json examples/react-chat/node_modules/.package-lock.json
+test: $(DEV_STAMP) system-deps tests/node/node_modules/.package-lock.json tests/node_ai/node_modules/.package-lock.json tests/node_openai/node_modules/.package-lock.json examples/react-chat/node_modules/.package-lock.json
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
@@ -62,6 +62,10 @@ system-deps:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# the official `openai` npm package for the /v1 door's Node test, from its package-lock.json
+tests/node_openai/node_modules/.package-lock.json: tests/node_openai/package.json tests/node_openai/package-lock.json
+	npm ci --prefix tests/node_openai --no-audit --no-fund --loglevel=error
 
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check .

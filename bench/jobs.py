@@ -41,9 +41,11 @@ class Target:
     that turns it into the upstream's ``POST`` (nginx, :mod:`bench.baselines`).
     ``chat``: ``POST {path}/chat`` on the app, the AI SDK door: one request whose
     answer is the UI message stream (:data:`UI_MESSAGES`).
+    ``completion``: ``POST {path}`` without ``stream``, an OpenAI ``chat.completion``
+    answered whole (its "first chunk" is the whole answer): the OpenAI doors.
     """
 
-    kind: t.Literal["relay", "direct", "get", "chat"]
+    kind: t.Literal["relay", "direct", "get", "chat", "completion"]
     port: int
     path: str = ""
 

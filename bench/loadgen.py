@@ -74,8 +74,25 @@ def _open_stream(
         chat = {"id": uuid.uuid4().hex, "messages": UI_MESSAGES, "model": model}
         body = json.dumps(chat).encode()
         return open_response(target.port, "POST", f"{target.path}/chat", body, timeout=timeout)
-    body = json.dumps({"model": model, "messages": MESSAGES, "stream": True}).encode()
+    payload: dict[str, t.Any] = {"model": model, "messages": MESSAGES}
+    if target.kind != "completion":
+        payload["stream"] = True
+    body = json.dumps(payload).encode()
     return open_response(target.port, "POST", target.path, body, timeout=timeout)
+
+
+def _read_completion(response: Response, started: float, record: Record, begun: float) -> None:
+    """A non-streamed answer: its arrival, whole, is its first (and only) chunk."""
+    if response.status != 200:
+        raise HttpError(f"the completion answered {response.status}")
+    record.ttfb = response.first_byte_at - started
+    body = response.read_all()
+    now = time.perf_counter()
+    record.ttfc = record.total = now - started
+    record.first_chunk = now - begun
+    record.events = 1
+    if b'"chat.completion"' not in body:
+        record.error = f"not a chat.completion: {body[:200]!r}"
 
 
 class Tally:
@@ -141,7 +158,11 @@ def _stream_session(
             started = time.perf_counter()
             response = _open_stream(target, model, stream_path, timeout)
             try:
-                _read_stream(response, started, record, tally, begun, latencies)
+                if target.kind == "completion":
+                    _read_completion(response, started, record, begun)
+                    tally.events += 1
+                else:
+                    _read_stream(response, started, record, tally, begun, latencies)
             finally:
                 response.close()
     except (HttpError, OSError, ValueError) as exc:

@@ -47,6 +47,7 @@ from .jobs import FanoutJob
 from .jobs import IdleJob
 from .jobs import PrepareJob
 from .jobs import Target
+from .openai_door import v1
 from .redis_server import REDIS_URL
 from .redis_server import delete_keys
 from .redis_server import redis_unavailable
@@ -91,6 +92,7 @@ SCENARIOS = (
     "prepare",
     "uichat",
     "cluster",
+    "v1",
 )
 #: issue 7's targets for the idle streams and the Redis store
 IDLE_TARGET_KIB = 32.0
@@ -504,4 +506,7 @@ def run_scenarios(bench: Bench, selected: t.AbstractSet[str]) -> list[ScenarioRe
     if "cluster" in selected:  # apps of its own, on a cluster of its own
         with _recorded(results, "cluster") as result:
             cluster_comparison(bench, result)
+    if "v1" in selected:  # the OpenAI door; its app and LiteLLM are its own
+        with _recorded(results, "v1") as result:
+            v1(bench, result)
     return results

@@ -8,6 +8,7 @@ blueprint's set-up, its error handling and the steps every door shares are in
 
 - :mod:`.ngai`: the NGAI protocol, ``POST /prepare`` and ``GET``/``DELETE /stream/<id>``
 - :mod:`.ui_chat`: the AI SDK door, ``POST /chat`` and ``GET``/``DELETE /chat/<id>/stream``
+- :mod:`.openai`: OpenAI-compatible, ``POST /v1/chat/completions`` and ``GET /v1/models``
 - :mod:`.site`: the chat page, ``/models``, ``/health``, ``/openapi.json``, ``/metrics``
 
 Importing this package registers every route on :data:`chat_blueprint`.
@@ -16,6 +17,7 @@ Importing this package registers every route on :data:`chat_blueprint`.
 from __future__ import annotations
 
 from . import ngai as ngai
+from . import openai as openai
 from . import site as site
 from . import ui_chat as ui_chat
 from .base import chat_blueprint as chat_blueprint
