@@ -107,8 +107,12 @@ paths = st.text(max_size=40).map(lambda s: urllib.parse.quote(s, safe="/"))
 # --- checks ------------------------------------------------------------------------
 
 
-def check(status: int, content_type: str, body: bytes, headers: t.Mapping[str, str]) -> None:
-    """What every answer must be, whatever was asked."""
+def check(
+    status: int, content_type: str, body: bytes, headers: t.Mapping[str, str], path: str = ""
+) -> None:
+    """What every answer must be, whatever was asked (errors under ``/v1`` in
+    OpenAI's shape, SPEC §3; everywhere else SPEC §4's).
+    """
     assert status < 500, (status, body[:500])
     text = body.decode("utf-8", "replace")
     assert "Traceback" not in text
@@ -118,14 +122,22 @@ def check(status: int, content_type: str, body: bytes, headers: t.Mapping[str, s
         error = json.loads(body)["error"]
         assert isinstance(error["code"], str) and error["code"]
         assert isinstance(error["message"], str) and error["message"]
-        assert error["status"] == status
-        if status in (429, 503):
-            assert headers["Retry-After"] == str(error["retryAfter"])
+        if path.startswith("/v1/"):
+            assert set(error) == {"message", "type", "param", "code"}
+            if status == 429:
+                assert int(headers["Retry-After"]) > 0
+        else:
+            assert error["status"] == status
+            if status in (429, 503):
+                assert headers["Retry-After"] == str(error["retryAfter"])
 
 
 def check_response(response: t.Any) -> None:
     body = response.get_data()
-    check(response.status_code, response.headers.get("Content-Type", ""), body, response.headers)
+    path = response.request.path
+    check(
+        response.status_code, response.headers.get("Content-Type", ""), body, response.headers, path
+    )
     if response.request.method != "HEAD" and response.status_code >= 400:
         assert body, "an error without its JSON body"
 
@@ -168,6 +180,22 @@ def test_prepare_raw_bodies(fuzz_client: t.Any, raw: bytes, headers: dict[str, s
 
 @FUZZ
 @given(
+    body=bodies,
+    headers=header_sets,
+    door=st.sampled_from(["/chat", "/v1/chat/completions"]),
+)
+def test_the_other_doors_json_bodies(
+    fuzz_client: t.Any, body: t.Any, headers: dict[str, str], door: str
+) -> None:
+    """``POST /chat`` and ``POST /v1/chat/completions`` take any JSON: a clear
+    refusal or an answer, never a 5xx.
+    """
+    response = fuzz_client.post(door, data=json.dumps(body).encode(), headers=headers)
+    check_response(response)
+
+
+@FUZZ
+@given(
     path=paths,
     query=query_strings | last_event_ids,
     headers=header_sets,
@@ -200,8 +228,14 @@ def test_stream_of_a_real_session(fuzz_client: t.Any, query: str, headers: dict[
 
 @FUZZ
 @given(
-    path=st.sampled_from(["/", "/models", "/health", "/openapi.json", "/metrics", "/prepare"])
-    | paths.map(lambda p: "/" + p),
+    path=st.sampled_from(
+        [
+            *("/", "/models", "/health", "/openapi.json", "/metrics", "/prepare", "/chat"),
+            *("/v1/models", "/v1/chat/completions", "/v1/", "/chat/x/stream"),
+        ]
+    )
+    # (a path of "//…" would be read by the test client as a URL with a host)
+    | paths.map(lambda p: "/" + p.lstrip("/")),
     query=query_strings,
     headers=header_sets,
     method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
