@@ -127,6 +127,11 @@ class Generation:
         self._write_error: errors.StoreUnavailable | None = None
         #: ``(name, data)`` of the terminal event when the store failed to take it
         self.unwritten: tuple[str, str] | None = None
+        #: the greenlet has begun :meth:`run` (a kill before that would keep it
+        #: from ever running, and from ending the log)
+        self._entered = False
+        #: why it was stopped before it began, if it was
+        self._stopped_early: str | None = None
 
     def start(self) -> None:
         self.greenlet = self.spawn(self.run)
@@ -135,14 +140,20 @@ class Generation:
         """Throw :class:`Stop` into the generation if it is still relaying, once."""
         if self.stoppable and self.greenlet is not None:
             self.stoppable = False
-            self.greenlet.kill(Stop(reason), block=False)
+            if self._entered:
+                self.greenlet.kill(Stop(reason), block=False)
+            else:  # not begun: run() stops at once, and still ends the log
+                self._stopped_early = reason
 
     def run(self) -> None:
         """Relay the answer, then end the log."""
         session = self.session
         failure: errors.ApiError | None = None
         finish_reason: str | None = "cancelled"  # unless the upstream finished
+        self._entered = True
         try:
+            if self._stopped_early is not None:
+                raise Stop(self._stopped_early)
             self._relay()
             finish_reason = None  # the answer's own
         except Stop as stop:
