@@ -184,6 +184,10 @@ class Generation:
         else:
             terminal = ("done", done_data(self.answer, finish_reason))
             outcome = "cancelled" if finish_reason == "cancelled" else "done"
+        if self.budgets is not None:
+            # counted before the terminal event shows: a client that sends its next
+            # request the moment it sees ``done`` finds this answer in its budget
+            self.budgets.record(session.client, self.answer.usage)
         try:
             self.store.append(session.id, *terminal)
         except errors.StoreUnavailable:
@@ -201,8 +205,6 @@ class Generation:
                 client=session.client,
             )
         )
-        if self.budgets is not None:
-            self.budgets.record(session.client, self.answer.usage)
 
     def _relay(self) -> None:
         """Relay the upstream's chunks into the log until the upstream finished

@@ -20,7 +20,6 @@ from openai import OpenAI
 
 from bench import fake_upstream as fu
 from bench.live import LiveApp
-from bench.live import wait_until
 from tests.conftest import API_KEY
 from tests.support.sse_parse import events
 from tests.support.sse_parse import parse
@@ -488,13 +487,12 @@ def test_budget_counts_this_doors_answers(fake: fu.FakeUpstream) -> None:
         sdk = client(live)
         assert sdk.chat.completions.create(model=model, messages=USER).usage.total_tokens == 13
 
-        def refused() -> bool:  # the usage is counted as the generation ends
-            answer = requests.post(
-                live.url("/prepare"), json={"model": model, "messages": USER}, timeout=5
-            )
-            return answer.status_code == 429 and answer.json()["error"]["code"] == "budget_exceeded"
-
-        wait_until(refused, 5, "/prepare refused for the budget")
+        # counted before the answer's end shows: the very next request is refused
+        answer = requests.post(
+            live.url("/prepare"), json={"model": model, "messages": USER}, timeout=5
+        )
+        assert answer.status_code == 429
+        assert answer.json()["error"]["code"] == "budget_exceeded"
         with pytest.raises(openai.RateLimitError) as caught:
             sdk.chat.completions.create(model=model, messages=USER, stream=True)
         assert caught.value.code == "budget_exceeded"
