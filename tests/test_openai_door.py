@@ -76,8 +76,22 @@ def quiet(fake: fu.FakeUpstream) -> t.Iterator[LiveApp]:
         yield live
 
 
+#: the SDK clients a test made, closed after it (an SDK client left to the garbage
+#: collector leaves its kept-alive socket open: a ResourceWarning, an error here)
+_CLIENTS: list[OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> t.Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
 def client(app: LiveApp, api_key: str = TOKEN, **options: t.Any) -> OpenAI:
-    return OpenAI(base_url=app.url("/v1"), api_key=api_key, max_retries=0, **options)
+    sdk = OpenAI(base_url=app.url("/v1"), api_key=api_key, max_retries=0, **options)
+    _CLIENTS.append(sdk)
+    return sdk
 
 
 def scripted(fake: fu.FakeUpstream, steps: t.Any) -> str:
