@@ -365,6 +365,9 @@ class _Stream:
                     chunk = parse_chunk(data, secret)
                     if chunk is not None:
                         yield chunk
+                # nothing of the last block is held while the upstream is silent
+                block = data = b""
+                chunk = None
             for data in splitter.finish():
                 if data == b"[DONE]":
                     return
