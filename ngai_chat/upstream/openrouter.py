@@ -249,40 +249,57 @@ class _Body(http.client.HTTPResponse):
             data, self._rest = self._rest + data, b""
         payload: list[bytes] = []
         left, pos, end = self._left, 0, len(data)
+        find = data.find
         while pos < end:
             if left > 2:  # the chunk's data
-                take = min(left - 2, end - pos)
+                take = left - 2
+                if take > end - pos:
+                    take = end - pos
                 payload.append(data[pos : pos + take])
                 pos += take
                 left -= take
+                if left != 2 or not data.startswith(b"\r\n", pos):
+                    continue
+                pos += 2  # the usual case: its CRLF follows in the same read
+                left = 0
             elif left > 0:  # the CRLF that ends the chunk's data
                 take = min(left, end - pos)
                 if data[pos : pos + take] != b"\r\n"[2 - left : 2 - left + take]:
                     raise BadChunk("a chunk's data did not end with CRLF")
                 pos += take
                 left -= take
-            else:  # a size line, or a trailer line (left == -1)
-                eol = data.find(b"\n", pos)
-                if eol < 0:
-                    if end - pos > MAX_SIZE_LINE:
-                        raise BadChunk("a chunk-size line is too long")
-                    self._rest = data[pos:]
+                continue
+            # a size line, or a trailer line (left == -1)
+            eol = find(b"\n", pos)
+            if eol < 0:
+                if end - pos > MAX_SIZE_LINE:
+                    raise BadChunk("a chunk-size line is too long")
+                self._rest = data[pos:]
+                break
+            line = data[pos:eol]
+            pos = eol + 1
+            if left < 0:
+                if line in (b"", b"\r"):  # the blank line that ends the body
+                    self._finish()
                     break
-                line = data[pos:eol]
-                pos = eol + 1
-                if left < 0:
-                    if line in (b"", b"\r"):  # the blank line that ends the body
-                        self._finish()
-                        break
-                    continue
-                left = _chunk_size(line) + 2
-                if left == 2:  # the last chunk: trailers follow
-                    left = -1
+                continue
+            left = _chunk_size(line) + 2
+            if left == 2:  # the last chunk: trailers follow
+                left = -1
         self._left = left
         return payload[0] if len(payload) == 1 else b"".join(payload)
 
 
 def _chunk_size(line: bytes) -> int:
+    """The size on a chunk-size line (hex digits, then maybe ``;extensions``)."""
+    if len(line) <= 18:  # the usual line: hex digits alone (and the CR before its LF)
+        try:
+            size = int(line, 16)
+        except ValueError:
+            pass
+        else:
+            if size >= 0:
+                return size
     field = line.partition(b";")[0].strip()
     try:
         size = int(field, 16)
