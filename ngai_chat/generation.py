@@ -224,6 +224,7 @@ class Generation:
                 if chunk is None:
                     return
                 self._append(chunk)
+                del chunk  # not held while the next one is awaited (an idle stream's memory)
                 if self.events == 1:
                     self.metrics.observe_first_chunk(time.monotonic() - started)
                 now = time.perf_counter()
