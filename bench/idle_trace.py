@@ -22,9 +22,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from tests.support.fake_upstream import FakeUpstream
-from tests.support.helpers import wait_until
-from tests.support.live import LiveApp
+from bench.fake_upstream import FakeUpstream
+from bench.live import LiveApp
+from bench.live import wait_until
 
 from . import procinfo
 from .jobs import IdleJob
