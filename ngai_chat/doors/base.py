@@ -191,14 +191,18 @@ def api_error_of(exc: HTTPException) -> errors.ApiError:
     return errors.InternalError()
 
 
-def http_error_response(exc: HTTPException) -> flask.Response:
-    """A werkzeug HTTP error as SPEC §4 JSON."""
-    response = error_response(api_error_of(exc))
+def with_allow(response: flask.Response, exc: HTTPException) -> flask.Response:
+    """A 405's ``Allow`` header on the JSON error that answers it (any door's shape)."""
     if exc.code == 405 and exc.response is None:
         allowed = getattr(exc, "valid_methods", None)
         if allowed:
             response.headers["Allow"] = ", ".join(allowed)
     return response
+
+
+def http_error_response(exc: HTTPException) -> flask.Response:
+    """A werkzeug HTTP error as SPEC §4 JSON."""
+    return with_allow(error_response(api_error_of(exc)), exc)
 
 
 def internal_error_response(exc: Exception) -> flask.Response:

@@ -58,6 +58,7 @@ from .base import SSE_HEADERS
 from .base import admit
 from .base import api_error_of
 from .base import chat_blueprint
+from .base import with_allow
 
 __all__ = ["chat_completions", "models", "openai_blueprint"]
 
@@ -122,12 +123,7 @@ def openai_error_response(error: errors.ApiError) -> flask.Response:
 
 
 def openai_http_error_response(exc: HTTPException) -> flask.Response:
-    response = openai_error_response(api_error_of(exc))
-    if exc.code == 405:
-        allowed = getattr(exc, "valid_methods", None)
-        if allowed:
-            response.headers["Allow"] = ", ".join(allowed)
-    return response
+    return with_allow(openai_error_response(api_error_of(exc)), exc)
 
 
 def openai_internal_error_response(exc: Exception) -> flask.Response:
