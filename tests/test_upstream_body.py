@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import socketserver
 import threading
+import time
 import typing as t
 
 import pytest
@@ -37,6 +38,9 @@ class _Server(socketserver.ThreadingTCPServer):
         #: the size of the pieces it is written in
         self.answers: list[tuple[bytes, int]] = []
         self.connections = 0
+        #: seconds a connection that said ``Connection: close`` stays open, silent,
+        #: before it closes (a peer whose close is still on its way)
+        self.linger = 0.0
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -59,6 +63,8 @@ class _Handler(socketserver.BaseRequestHandler):
             for start in range(0, len(answer), piece):
                 sock.sendall(answer[start : start + piece])
             if b"Connection: close" in answer:
+                if self.server.linger:
+                    time.sleep(self.server.linger)
                 sock.shutdown(socket.SHUT_WR)
                 return
 
@@ -117,6 +123,20 @@ def test_a_body_with_a_content_length(server: _Server, client: OpenRouterUpstrea
     server.answers = [(head + EVENTS, 5), (head + EVENTS, 1000)]
     assert [texts(client), texts(client)] == ["héllo", "héllo"]
     assert server.connections == 1
+
+
+def test_a_connection_the_upstream_closes_is_not_reused(
+    server: _Server, client: OpenRouterUpstream
+) -> None:
+    """A body read to its end on a response that said ``Connection: close`` does not
+    put its connection back in the pool: the next request, sent before the peer's
+    close arrives, would go out on a dying connection and fail.
+    """
+    answer = HEAD + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked(EVENTS)
+    server.answers = [(answer, 1000)] * 2
+    server.linger = 1.0
+    assert [texts(client), texts(client)] == ["héllo", "héllo"]
+    assert server.connections == 2
 
 
 def test_a_body_ended_by_closing(server: _Server, client: OpenRouterUpstream) -> None:

@@ -494,6 +494,13 @@ class OpenRouterUpstream:
             return errors.UpstreamTimeout(
                 "The model provider did not answer in time; try again shortly."
             )
+        # what failed, by kind only (an exception's text may quote the URL)
+        causes: list[str] = []
+        cause = exc.__cause__ or exc.__context__
+        while cause is not None and len(causes) < 4:
+            causes.append(type(cause).__name__)
+            cause = cause.__cause__ or cause.__context__
+        log.warning("could not reach the upstream: %s", " <- ".join([type(exc).__name__, *causes]))
         return errors.UpstreamUnavailable(
             f"Could not reach the model provider at {redact_url(self.base_url)}; try again shortly."
         )
