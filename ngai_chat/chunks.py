@@ -44,18 +44,34 @@ __all__ = [
     "done_data",
     "error_data",
     "image_url",
+    "json_string",
+    "load_json",
     "parse_chunk",
     "redact",
     "stream_error",
 ]
 
 
-def _json_string(text: str) -> str:
-    """``text`` as a JSON string literal (the hot path's one encoding per chunk)."""
+def json_string(text: str) -> str:
+    """``text`` as a JSON string literal (the hot path's one encoding per chunk; the
+    doors' encoders write theirs with it too, so the OpenAI door can find the splice).
+    """
     try:
         return orjson.dumps(text).decode()
     except TypeError:  # a lone surrogate
         return json.dumps(text)
+
+
+def load_json(text: str | bytes) -> t.Any:
+    """Parse JSON with orjson, falling back to the standard library for what orjson
+    refuses (lone surrogates, huge integers).
+
+    :raises ValueError: it is not JSON.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 class EventTooLarge(errors.UpstreamStreamError):
@@ -314,9 +330,6 @@ class ToolCalls:
         self._calls: list[dict[str, t.Any]] = []
         self._by_index: dict[t.Any, dict[str, t.Any]] = {}
 
-    def __bool__(self) -> bool:
-        return bool(self._calls)
-
     def add(self, fragment: dict[str, t.Any]) -> None:
         """Take one fragment."""
         index = fragment.get("index")
@@ -384,7 +397,7 @@ def chunk_event_data(chunk: Chunk) -> str:
     The two are spliced in before the object's closing brace rather than the chunk
     being re-serialized, so the client sees the upstream's bytes exactly.
     """
-    added = f'"content":{_json_string(chunk.content)},"reasoning":{_json_string(chunk.reasoning)}'
+    added = f'"content":{json_string(chunk.content)},"reasoning":{json_string(chunk.reasoning)}'
     text = chunk.text.rstrip()
     if text.endswith("}"):
         body = text[:-1].rstrip()

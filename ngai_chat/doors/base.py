@@ -54,6 +54,8 @@ __all__ = [
     "mount_prefix",
     "no_content",
     "read_body",
+    "slices",
+    "writes",
 ]
 
 log = logging.getLogger(__name__)
@@ -376,3 +378,41 @@ def _client_at_limit(held: ClientAtLimit, limit: int, now: float) -> errors.Rate
         f"(NGAI_MAX_SESSIONS_PER_CLIENT): {why}.",
         retry_after=wait,
     )
+
+
+def writes(frames: t.Iterable[bytes]) -> t.Iterator[bytes]:
+    """One batch's frames in writes of at most about :data:`SLICE_BYTES`: small
+    frames joined, a big one (a generated image) in :func:`slices`, so that a reader
+    far behind holds one slice at a time, never a copy of its backlog.
+    """
+    pending: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if len(frame) > SLICE_BYTES:
+            if pending:
+                yield b"".join(pending) if len(pending) > 1 else pending[0]
+                pending, size = [], 0
+            yield from slices(frame)
+            continue
+        pending.append(frame)
+        size += len(frame)
+        if size >= SLICE_BYTES:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending) if len(pending) > 1 else pending[0]
+
+
+def slices(frame: bytes) -> t.Iterator[bytes]:
+    """A big frame (a generated image: one event of several MB) in writes of
+    :data:`SLICE_BYTES`, cut through a memoryview of the log's one copy.
+
+    Each write gets the client timeout of its own (gevent's ``sendall`` applies
+    the socket timeout to the whole write: a reader on a slow link taking 3 MB
+    at once would be dropped), and a reader holds one slice at a time. A slice
+    is made ``bytes`` because gunicorn's ``write`` takes nothing else: 64 KiB
+    copied as it is sent and freed after, never the frame.
+    """
+    with memoryview(frame) as view:
+        for start in range(0, len(frame), SLICE_BYTES):
+            yield view[start : start + SLICE_BYTES].tobytes()

@@ -28,8 +28,9 @@ from .base import SSE_HEADERS
 from .base import admit
 from .base import chat_blueprint as bp
 from .base import no_content
+from .base import writes
 
-__all__ = ["cancel", "prepare", "slices", "stream"]
+__all__ = ["cancel", "prepare", "stream"]
 
 #: milliseconds a browser waits before reconnecting a dropped stream
 RETRY_MS = 3000
@@ -146,23 +147,10 @@ def _frames(reader: Reader) -> t.Iterator[bytes]:
             if batch is None:
                 yield HEARTBEAT
                 continue
-            pending: list[bytes] = []
-            size = 0
-            for event in batch:
-                frame = event.frame
-                if len(frame) > SLICE_BYTES:
-                    if pending:
-                        yield b"".join(pending) if len(pending) > 1 else pending[0]
-                        pending, size = [], 0
-                    yield from slices(frame)
-                    continue
-                pending.append(frame)
-                size += len(frame)
-                if size >= SLICE_BYTES:
-                    yield b"".join(pending)
-                    pending, size = [], 0
-            if pending:
-                yield b"".join(pending) if len(pending) > 1 else pending[0]
+            if len(batch) == 1 and len(batch[0].frame) <= SLICE_BYTES:
+                yield batch[0].frame  # the live case: one event a wake-up
+                continue
+            yield from writes([event.frame for event in batch])
     except errors.SessionNotFound as exc:
         # the session is gone for good: a reconnect with this id gets 204
         yield _error_frame(exc, reader.after + 1)
@@ -173,21 +161,6 @@ def _frames(reader: Reader) -> t.Iterator[bytes]:
             "This server is restarting; reconnect to receive the rest of the answer."
         )
         yield _error_frame(failure, stop.last_id)
-
-
-def slices(frame: bytes) -> t.Iterator[bytes]:
-    """A big frame (a generated image: one event of several MB) in writes of
-    :data:`SLICE_BYTES`, cut through a memoryview of the log's one copy.
-
-    Each write gets the client timeout of its own (gevent's ``sendall`` applies
-    the socket timeout to the whole write: a reader on a slow link taking 3 MB
-    at once would be dropped), and a reader holds one slice at a time. A slice
-    is made ``bytes`` because gunicorn's ``write`` takes nothing else: 64 KiB
-    copied as it is sent and freed after, never the frame.
-    """
-    with memoryview(frame) as view:
-        for start in range(0, len(frame), SLICE_BYTES):
-            yield view[start : start + SLICE_BYTES].tobytes()
 
 
 def _error_frame(error: errors.ApiError, last_id: int) -> bytes:

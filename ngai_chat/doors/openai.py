@@ -37,6 +37,7 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from .. import errors
 from ..catalog import filter_models
+from ..chunks import load_json
 from ..guards import check_token
 from ..guards import deadline
 from ..relay import Batch
@@ -49,16 +50,17 @@ from ..schema import validate
 from ..services import EXTENSION
 from ..services import get_services
 from ..sse import json_data
+from ..store import Event
 from ..wire import openai as wire
 from .base import ANY_STRING
 from .base import CAPACITY_RETRY_AFTER
 from .base import HEARTBEAT
-from .base import SLICE_BYTES
 from .base import SSE_HEADERS
 from .base import admit
 from .base import api_error_of
 from .base import chat_blueprint
 from .base import with_allow
+from .base import writes
 
 __all__ = ["chat_completions", "models", "openai_blueprint"]
 
@@ -347,7 +349,7 @@ def _streamed(answer: _Answer) -> flask.Response:
     if first:
         head = first[0]
         if head.name == "error":
-            error = t.cast(dict[str, t.Any], wire.loads(head.data))
+            error = t.cast(dict[str, t.Any], load_json(head.data))
             if error.get("code") not in _IN_STREAM_CODES:
                 answer.ended = True
                 answer.close()
@@ -361,6 +363,17 @@ def _streamed(answer: _Answer) -> flask.Response:
     return response
 
 
+def _frame(answer: _Answer, event: Event) -> bytes:
+    """One log event as this door writes it."""
+    if event.name == "chunk":
+        # cut from the NGAI frame when that is simple, else from the data
+        return wire.chunk_frame_of(event.frame) or wire.chunk_frame(event.data)
+    answer.ended = True
+    if event.name == "done":
+        return wire.DONE_FRAME
+    return wire.error_frame(load_json(event.data))
+
+
 def _frames(answer: _Answer, batches: t.Iterator[Batch]) -> t.Iterator[bytes]:
     """The stream's bytes, in writes of at most about :data:`SLICE_BYTES`."""
     try:
@@ -368,26 +381,7 @@ def _frames(answer: _Answer, batches: t.Iterator[Batch]) -> t.Iterator[bytes]:
             if batch is None:
                 yield HEARTBEAT
                 continue
-            pending: list[bytes] = []
-            size = 0
-            for event in batch:
-                name = event.name
-                if name == "chunk":
-                    # cut from the NGAI frame when that is simple, else from the data
-                    frame = wire.chunk_frame_of(event.frame) or wire.chunk_frame(event.data)
-                elif name == "done":
-                    answer.ended = True
-                    frame = wire.DONE_FRAME
-                else:
-                    answer.ended = True
-                    frame = wire.error_frame(wire.loads(event.data))
-                pending.append(frame)
-                size += len(frame)
-                if size >= SLICE_BYTES:
-                    yield b"".join(pending)
-                    pending, size = [], 0
-            if pending:
-                yield b"".join(pending) if len(pending) > 1 else pending[0]
+            yield from writes([_frame(answer, event) for event in batch])
     except (errors.ApiError, ShuttingDown) as exc:
         yield wire.error_frame(_stopped_error(exc).to_dict())
 

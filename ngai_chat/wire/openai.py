@@ -13,12 +13,11 @@ events in, what the official OpenAI SDKs read out. Pure: no I/O, no Flask, no ge
 
 from __future__ import annotations
 
-import json
 import typing as t
 
-import orjson
-
 from ..chunks import Chunk
+from ..chunks import json_string
+from ..chunks import load_json
 from ..sse import event
 from ..sse import json_data
 
@@ -30,7 +29,6 @@ __all__ = [
     "error_body",
     "error_frame",
     "error_type",
-    "loads",
     "model_list",
     "raw_chunk",
 ]
@@ -56,22 +54,6 @@ _TYPES = {
 }
 
 
-def loads(text: str) -> t.Any:
-    """Parse an event's JSON data."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)  # what orjson refuses: lone surrogates, huge integers
-
-
-def _json_string(text: str) -> str:
-    """``text`` as :func:`~ngai_chat.chunks.chunk_event_data` encodes it."""
-    try:
-        return orjson.dumps(text).decode()
-    except TypeError:  # a lone surrogate
-        return json.dumps(text)
-
-
 def _spliced_literal(literal: str) -> bool:
     """Whether ``literal`` is a JSON string exactly as the splice writes one."""
     if len(literal) < 2 or literal[0] != '"' or literal[-1] != '"':
@@ -81,13 +63,10 @@ def _spliced_literal(literal: str) -> bool:
         # orjson would escape (quotes, backslashes, control characters)
         return True
     try:
-        value = orjson.loads(literal)
-    except orjson.JSONDecodeError:
-        try:
-            value = json.loads(literal)
-        except ValueError:
-            return False
-    return isinstance(value, str) and _json_string(value) == literal
+        value = load_json(literal)
+    except ValueError:
+        return False
+    return isinstance(value, str) and json_string(value) == literal
 
 
 def raw_chunk(data: str) -> str:
@@ -112,7 +91,7 @@ def raw_chunk(data: str) -> str:
             ):
                 end = content_at - 1 if before == "," else content_at
                 return data[:end] + "}"
-    value = loads(data)
+    value = load_json(data)
     if isinstance(value, dict):
         value.pop("content", None)
         value.pop("reasoning", None)
@@ -215,7 +194,7 @@ class Completion:
     def add(self, name: str, data: str) -> None:
         """Take one event of the log."""
         if name == "chunk":
-            value = loads(data)
+            value = load_json(data)
             if not isinstance(value, dict):
                 return
             chunk = Chunk(data, value)
@@ -229,9 +208,9 @@ class Completion:
             if self.created is None and isinstance(created, int) and not isinstance(created, bool):
                 self.created = created
         elif name == "done":
-            self.done = loads(data)
+            self.done = load_json(data)
         elif name == "error":
-            self.error = loads(data)
+            self.error = load_json(data)
 
     def result(self, now: int, fallback_id: str) -> dict[str, t.Any]:
         """The ``chat.completion`` (after ``done``).

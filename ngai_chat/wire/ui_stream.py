@@ -23,13 +23,12 @@ of the whole message): the same log gives the same bytes, ids included.
 
 from __future__ import annotations
 
-import json
 import typing as t
-
-import orjson
 
 from ..chunks import Chunk
 from ..chunks import image_url
+from ..chunks import json_string
+from ..chunks import load_json
 from ..errors import ApiError
 from ..sse import json_data
 
@@ -61,21 +60,6 @@ FINISH_REASONS = {
 def finish_reason(upstream: t.Any) -> str:
     """The SDK's finish reason for the upstream's (``None`` when none came: ``other``)."""
     return FINISH_REASONS.get(upstream, "other") if isinstance(upstream, str) else "other"
-
-
-def _string(text: str) -> str:
-    """``text`` as a JSON string literal (one per delta: the per-chunk path)."""
-    try:
-        return orjson.dumps(text).decode()
-    except TypeError:  # a lone surrogate: its \\u escape, as the upstream sent it
-        return json.dumps(text)
-
-
-def _loads(data: str) -> t.Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:  # lone surrogates, huge integers
-        return json.loads(data)
 
 
 def _frame(part: str) -> str:
@@ -134,9 +118,9 @@ class UIStream:
             if name == "chunk":
                 self._chunk(event.data, out)
             elif name == "done":
-                self._done(_loads(event.data), out)
+                self._done(load_json(event.data), out)
             elif name == "error":
-                error = _loads(event.data)
+                error = load_json(event.data)
                 message = error.get("message") if isinstance(error, dict) else None
                 self._error(message if isinstance(message, str) else "The answer failed.", out)
         text = "".join(out)
@@ -154,7 +138,7 @@ class UIStream:
     # --- chunks --------------------------------------------------------------
 
     def _chunk(self, data: str, out: list[str]) -> None:
-        chunk = Chunk(data, _loads(data))
+        chunk = Chunk(data, load_json(data))
         delta = chunk.delta
         if not delta:
             return
@@ -182,9 +166,8 @@ class UIStream:
             self._open_id = f"{kind}-{self._blocks}"
             self._blocks += 1
             out.append(f'data: {{"type":"{kind}-start","id":"{self._open_id}"}}\n\n')
-        out.append(
-            f'data: {{"type":"{kind}-delta","id":"{self._open_id}","delta":{_string(text)}}}\n\n'
-        )
+        delta = json_string(text)
+        out.append(f'data: {{"type":"{kind}-delta","id":"{self._open_id}","delta":{delta}}}\n\n')
 
     def _close(self, out: list[str]) -> None:
         if self._open is not None:
@@ -236,9 +219,10 @@ class UIStream:
 
     @staticmethod
     def _input_delta(call: _ToolCall, text: str) -> str:
+        call_id = json_string(t.cast(str, call.call_id))
         return (
-            f'data: {{"type":"tool-input-delta","toolCallId":{_string(t.cast(str, call.call_id))},'
-            f'"inputTextDelta":{_string(text)}}}\n\n'
+            f'data: {{"type":"tool-input-delta","toolCallId":{call_id},'
+            f'"inputTextDelta":{json_string(text)}}}\n\n'
         )
 
     # --- the end ---------------------------------------------------------------
@@ -253,7 +237,7 @@ class UIStream:
             raw = "".join(call.arguments)
             part: dict[str, t.Any] = {"toolCallId": call.call_id, "toolName": call.name}
             try:
-                part["input"] = _loads(raw) if raw.strip() else {}
+                part["input"] = load_json(raw) if raw.strip() else {}
                 part = {"type": "tool-input-available", **part}
             except ValueError:
                 part = {
