@@ -41,15 +41,6 @@ from pathlib import Path
 
 import requests
 
-from bench.fake_upstream import Chunk
-from bench.fake_upstream import Connection
-from bench.fake_upstream import Done
-from bench.fake_upstream import FakeUpstream
-from bench.fake_upstream import Recorded
-from bench.fake_upstream import Step
-from bench.fake_upstream import make_chunk
-from bench.fake_upstream import new_generation_id
-from bench.fake_upstream import usage_chunk
 from bench.live import LiveApp
 from bench.redis_server import RedisServer
 
@@ -59,7 +50,6 @@ __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-_PLACEHOLDER = "\x00soak\x00"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,44 +67,26 @@ SHAPES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Numbered:
-    """A fake-upstream step: ``count`` chunks ``gap`` seconds apart on a fixed
-    schedule, the text of chunk ``i`` being ``n=<i>;ts=<CLOCK_MONOTONIC us>; ``."""
-
-    count: int
-    gap: float
-    model: str
-    gen_id: str
-
-    def play(self, conn: Connection) -> None:
-        encoded = json.dumps(
-            make_chunk(_PLACEHOLDER, model=self.model, gen_id=self.gen_id), separators=(",", ":")
-        ).encode()
-        head, tail = encoded.split(json.dumps(_PLACEHOLDER).encode()[1:-1])
-        head, tail = b"data: " + head + b"n=", b"; " + tail + b"\n\n"
-        start = time.monotonic()
-        for index in range(self.count):
-            due = start + index * self.gap
-            now = time.monotonic()
-            if now < due:
-                conn.wait(due - now)
-            conn.write(b"%s%d;ts=%d%s" % (head, index, time.monotonic_ns() // 1000, tail))
-
-
-def register(fake: FakeUpstream, model: str, chunks: int, gap: float) -> None:
-    def script(_request: Recorded) -> list[Step]:
-        gen_id = new_generation_id()
-        usage = {"prompt_tokens": 1, "completion_tokens": chunks, "total_tokens": chunks + 1}
-        return [
-            Chunk(make_chunk("", model=model, gen_id=gen_id)),
-            Numbered(chunks, gap, model, gen_id),
-            Chunk(make_chunk("", finish_reason="stop", model=model, gen_id=gen_id)),
-            Chunk(usage_chunk(usage, model=model, gen_id=gen_id)),
-            Done(),
-        ]
-
-    fake.script(model, script)
+@contextlib.contextmanager
+def upstream_process(model: str, chunks: int, gap: float) -> t.Iterator[str]:
+    """The fake upstream in a gevent process of its own (:mod:`bench.soak_upstream`);
+    yields its base URL.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.soak_upstream", model, str(chunks), str(gap)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        if not base_url.startswith("http://"):
+            raise RuntimeError(f"the fake upstream did not start: {base_url!r}")
+        yield base_url
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 class Sampler:
@@ -341,11 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"soak: {info}", file=sys.stderr)
     redis_server = RedisServer().start() if shape.store == "redis" else None
     try:
-        with FakeUpstream(record=False) as fake:
-            register(fake, model, args.chunks, args.gap)
+        with upstream_process(model, args.chunks, args.gap) as base_url:
             env = {
                 "OPENROUTER_API_KEY": "bench-key",
-                "OPENROUTER_BASE_URL": fake.base_url,
+                "OPENROUTER_BASE_URL": base_url,
                 "NGAI_MAX_STREAMS": str(4 * users + 1000),
                 "GUNICORN_WORKER_CONNECTIONS": str(4 * users + 2000),
                 "NGAI_MAX_SESSIONS": "1000000",
