@@ -23,11 +23,12 @@ How a generation learns that it must stop:
   sees its liveness lapse ends the log with ``upstream_interrupted``.
 
 Ticks exist only for a store shared between processes: one watcher greenlet per
-relay reads the cancel flag and the readers of every process for all its
-generations at once (one round trip per tick, however many generations), and
-retries the terminal event of a generation whose store failed at its end. The
-store keeps the process marked alive on its own. With the memory store nothing
-ticks.
+relay looks at the process's cancel inbox five times a second (one round trip,
+however many generations run here), reads the cancel flag and the readers of
+every process for all its generations every two seconds (one round trip per
+tick), and retries the terminal event of a generation whose store failed at its
+end. The store keeps the process marked alive on its own. With the memory store
+nothing ticks.
 """
 
 from __future__ import annotations
@@ -61,9 +62,12 @@ __all__ = ["Batch", "Reader", "Relay", "ShuttingDown", "Stop", "begin_shutdown"]
 
 log = logging.getLogger(__name__)
 
-#: seconds between watcher ticks (shared stores); bounds how late a cancel made
-#: in another process is seen
-TICK_INTERVAL = 0.2
+#: seconds between the watcher's looks at this process's cancel inbox (shared
+#: stores): how late a cancel made in another process is seen
+CANCEL_POLL = 0.2
+#: seconds between full ticks (shared stores): how late a generation whose readers
+#: all left starts its abandon timeout, and how often its keys' TTL is pushed on
+TICK_INTERVAL = 2.0
 #: seconds an idle reader waits before checking that the generation still lives
 LIVENESS_POLL = 2.0
 
@@ -264,20 +268,30 @@ class Relay:
         return True
 
     def _watch(self) -> None:
-        """Tick every running generation until none is left (shared stores)."""
+        """Stop the generations cancelled elsewhere, and tick every running
+        generation, until none is left (shared stores).
+        """
+        next_tick = self.clock()
         while self.running or self._unwritten:
-            generations = list(self.running.values())
             try:
-                if generations:
-                    signals = self.store.tick_many([g.session.id for g in generations])
-                    for generation in generations:
-                        self._tick(generation, signals[generation.session.id])
-                self._write_unwritten()
+                if self.clock() >= next_tick:
+                    next_tick = self.clock() + TICK_INTERVAL
+                    generations = list(self.running.values())
+                    if generations:
+                        signals = self.store.tick_many([g.session.id for g in generations])
+                        for generation in generations:
+                            self._tick(generation, signals[generation.session.id])
+                    self._write_unwritten()
+                elif self.running:
+                    for session_id in self.store.cancels():
+                        cancelled = self.running.get(session_id)
+                        if cancelled is not None:
+                            cancelled.stop("cancelled")
             except errors.StoreUnavailable:
                 pass  # the generations' own appends report the outage
             except Exception:  # keep watching whatever one tick hit
                 log.exception("tick failed")
-            gevent.sleep(TICK_INTERVAL)
+            gevent.sleep(CANCEL_POLL)
 
     def _write_unwritten(self) -> None:
         """End the logs whose generations could not (the store failed then)."""

@@ -426,6 +426,27 @@ class TestStoreContract:
         assert store.tick(session.id).cancelled is True
         assert store.cancel(session.id) is True  # idempotent
 
+    def test_cancels_reach_the_process_of_the_generation(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        here, elsewhere = backend.store(), backend.store()
+        running = claimed_session(here, clock)
+        pending = new_session(clock)
+        here.create(pending)
+        finished = claimed_session(here, clock)
+        here.append(finished.id, "done", "{}")
+        assert here.cancels() == []
+        assert elsewhere.cancel(running.id) is True
+        assert elsewhere.cancel(pending.id) is True  # nobody runs it: no inbox told
+        assert elsewhere.cancel(finished.id) is True  # ended: nobody to tell either
+        if backend.kind == "memory":
+            assert here.cancels() == []  # one process: the relay stopped it itself
+        else:
+            assert here.cancels() == [running.id]
+            assert elsewhere.cancels() == []
+        assert here.cancels() == []  # each cancel is taken once
+        assert here.tick(running.id).cancelled is True  # and the flag stays
+
     def test_cancel_before_claim(self, store: Store, clock: FakeClock) -> None:
         session = new_session(clock)
         store.create(session)
@@ -683,6 +704,7 @@ class TestRedisStore:
             lambda: store.append(session.id, "chunk", "{}"),
             lambda: store.read(session.id, 0, timeout=1),
             lambda: store.cancel(session.id),
+            store.cancels,
             lambda: store.attach(session.id, "r"),
             lambda: store.detach(session.id, "r"),
             lambda: store.tick(session.id),

@@ -263,14 +263,23 @@ class Store(t.Protocol):
         """Forget an attached reader."""
 
     def tick(self, session_id: str) -> GenerationSignals:
-        """Called by a running generation a few times a second: reports cancel
-        and readers, and marks the generation alive (see :meth:`generation_alive`).
+        """Called for a running generation every few seconds: reports cancel and
+        readers, and keeps the session's keys from expiring while it runs.
         """
 
     def tick_many(self, session_ids: t.Sequence[str]) -> dict[str, GenerationSignals]:
         """:meth:`tick` for every generation a process runs, at once: one round trip
         however many (a store shared between processes also renews the process's
         liveness in it).
+        """
+
+    def cancels(self) -> list[str]:
+        """Sessions whose generations run in this process and that another process
+        cancelled since the last call, at a cost that does not grow with the
+        generations (``[]`` for a store not shared between processes: the relay
+        stops a generation cancelled here itself). The relay asks a few times a
+        second, so a cancel takes effect at once wherever it was made;
+        :meth:`tick_many` reports every cancel too, less often.
         """
 
     def generation_alive(self, session_id: str) -> bool:

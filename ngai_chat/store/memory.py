@@ -293,6 +293,10 @@ class MemoryStore:
     def tick_many(self, session_ids: t.Sequence[str]) -> dict[str, GenerationSignals]:
         return {session_id: self.tick(session_id) for session_id in session_ids}
 
+    def cancels(self) -> list[str]:
+        # one process: the relay stops a cancelled generation itself, at once
+        return []
+
     def generation_alive(self, session_id: str) -> bool:
         # The generation runs in this process and always ends its log in a
         # ``finally``; it cannot die while the process lives.

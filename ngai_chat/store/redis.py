@@ -10,6 +10,8 @@ import :mod:`redis`. Keys, all under
     <prefix>e:<id>   stream  the event log; entry ``0-N`` is event N (fields n, d)
     <prefix>r:<id>   zset    attached readers, scored by when their presence lapses
     <prefix>p:<process> string  present while that process lives (TTL ``liveness_ttl``)
+    <prefix>k:<process> list    sessions of that process's generations cancelled
+                             elsewhere, its cancel inbox (:meth:`RedisStore.cancels`)
     <prefix>live     zset    pending and running sessions, scored by their deadline
                              (``+inf`` while running), for :meth:`RedisStore.count_live`
     <prefix>done     zset    finished sessions, scored by the end of their replay
@@ -83,6 +85,11 @@ __all__ = ["RedisStore"]
 
 #: bytes of events one read of a Redis Stream aims to return at most
 READ_BYTES = 65536
+#: seconds a process's cancel inbox lives after its last cancel (a process that
+#: died never reads it)
+INBOX_TTL = 60.0
+#: cancels one :meth:`RedisStore.cancels` takes at most
+INBOX_MAX = 1000
 
 _P = t.ParamSpec("_P")
 _R = t.TypeVar("_R")
@@ -385,6 +392,7 @@ class RedisStore:
         self._done_key = f"{key_prefix}done"
         #: this store's process, as the ``owner`` of the sessions it claims
         self.process_id = uuid.uuid4().hex
+        self._inbox = self._inbox_key(self.process_id)
         self._heartbeat: threading.Thread | None = None
         self._closed = threading.Event()
         self._local = _LocalLogs(linger=min(10.0, self.replay_ttl), clock=clock)
@@ -399,6 +407,10 @@ class RedisStore:
     def _process_key(self, process_id: str) -> str:
         """The key present while the process ``process_id`` lives."""
         return f"{self.key_prefix}p:{process_id}"
+
+    def _inbox_key(self, process_id: str) -> str:
+        """The list of sessions cancelled for the process ``process_id``."""
+        return f"{self.key_prefix}k:{process_id}"
 
     def _args(self, now: float, *rest: t.Any) -> list[t.Any]:
         # repr() keeps every float exact, so Lua and Python compare the same
@@ -672,14 +684,34 @@ class RedisStore:
 
     @_wrap_errors
     def cancel(self, session_id: str) -> bool:
-        """Set the cancel flag; ``False`` when the session is unknown.
-
-        The generation sees it on its next :meth:`tick`.
+        """Set the cancel flag, and tell the process running the session's
+        generation (its :meth:`cancels`); ``False`` when the session is unknown.
 
         :param session_id: the session to cancel.
         """
         hash_key = self._keys(session_id)[0]
-        return bool(self._cancel(keys=[hash_key], args=self._args(self.clock())))
+        owner = self._cancel(keys=[hash_key], args=self._args(self.clock()))
+        if owner == 0:
+            return False
+        if owner:
+            self._tell_cancelled(str(owner), session_id)
+        return True
+
+    def _tell_cancelled(self, owner: str, session_id: str) -> None:
+        """Put ``session_id`` in the cancel inbox of the process ``owner``."""
+        inbox = self._inbox_key(owner)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.rpush(inbox, _text(session_id))
+        pipe.pexpire(inbox, scripts.ms(INBOX_TTL))
+        pipe.execute()
+
+    @_wrap_errors
+    def cancels(self) -> list[str]:
+        """Sessions whose generations run in this process and were cancelled since
+        the last call (by any process): one ``LPOP`` however many generations run,
+        so the relay asks a few times a second.
+        """
+        return t.cast("list[str] | None", self._redis.lpop(self._inbox, INBOX_MAX)) or []
 
     @_wrap_errors
     def attach(self, session_id: str, reader_id: str) -> None:

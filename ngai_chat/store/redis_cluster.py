@@ -10,6 +10,8 @@ for TLS) selects it. Keys are those of the single-server store, with hash tags::
     <prefix>n:{<id>}  the session's shard channel (``SPUBLISH``): "its log grew"
     <prefix>{<prefix>i}:live / :done   the instance-wide indexes, one slot
     <prefix>c:{<client>}               one client's live sessions
+    <prefix>p:{<process>}  <prefix>k:{<process>}   a process's alive key and
+                      cancel inbox
 
 A script may only touch one slot, so the indexes are updated by a second command
 after a session's script (:mod:`~ngai_chat.store.redis_cluster_scripts`); what
@@ -472,6 +474,7 @@ class ClusterStore(RedisStore):
         self._heartbeat_since = math.inf
         #: this store's process, as the ``owner`` of the sessions it claims
         self.process_id = uuid.uuid4().hex
+        self._inbox = self._inbox_key(self.process_id)
         self._heartbeat: threading.Thread | None = None
         self._closed = threading.Event()
         #: the appends of every generation of this process, pipelined together
@@ -551,6 +554,10 @@ class ClusterStore(RedisStore):
     def _process_key(self, process_id: str) -> str:
         """The key present while the process ``process_id`` lives (its own tag)."""
         return f"{self.key_prefix}p:{{{process_id}}}"
+
+    def _inbox_key(self, process_id: str) -> str:
+        """The cancel inbox of the process ``process_id`` (its own tag)."""
+        return f"{self.key_prefix}k:{{{process_id}}}"
 
     def _channel(self, session_id: str) -> str:
         return f"{self.key_prefix}n:{{{session_id}}}"
@@ -815,8 +822,14 @@ class ClusterStore(RedisStore):
 
     @_wrap_errors
     def cancel(self, session_id: str) -> bool:
-        """Set the cancel flag; ``False`` when the session is unknown."""
-        return bool(self._run("CANCEL", [self._keys(session_id)[0]], self._args(self.clock())))
+        """Set the cancel flag and tell the generation's process (see
+        :meth:`RedisStore.cancel`); ``False`` when the session is unknown."""
+        owner = self._run("CANCEL", [self._keys(session_id)[0]], self._args(self.clock()))
+        if owner == 0:
+            return False
+        if owner:
+            self._tell_cancelled(str(owner), session_id)
+        return True
 
     @_wrap_errors
     def attach(self, session_id: str, reader_id: str) -> None:

@@ -139,13 +139,16 @@ return ids
 
 # KEYS: hash
 # ARGV: now replay
+# Returns 0 for a gone session, else the process running its generation ("" when
+# none is), whose cancel inbox the store then tells.
 CANCEL = (
     _HEAD
     + """
-local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at')
+local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'owner')
 if gone(f) then return 0 end
 redis.call('HSET', KEYS[1], 'cancelled', '1')
-return 1
+if f[3] then return '' end
+return f[4] or ''
 """
 )
 
