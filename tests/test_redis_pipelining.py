@@ -20,6 +20,7 @@ import redis
 from ngai_chat.store import SessionInfo
 from ngai_chat.store import store_from_url
 from ngai_chat.store.redis import RedisStore
+from ngai_chat.store.redis import _Append
 from tests.support.helpers import wait_until
 
 pytestmark = pytest.mark.redis
@@ -54,7 +55,7 @@ def claimed(store: RedisStore) -> str:
 
 def test_appends_made_while_one_is_in_flight_go_in_one_pipeline(store: RedisStore) -> None:
     sessions = [claimed(store) for _ in range(WRITERS)]
-    together = store._appends
+    together = store._together
     run = together._run
     batches: list[int] = []
 
@@ -96,29 +97,29 @@ def store_url(store: RedisStore) -> str:
     return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
 
 
-def test_one_failing_call_fails_alone(store: RedisStore) -> None:
-    good = claimed(store)
+def test_one_failing_append_fails_alone(store: RedisStore) -> None:
+    """Appends of many sessions go in one script call, and one that fails (a key of
+    the wrong type) fails alone: the others, and the calls beside them, land."""
+    good, other = claimed(store), claimed(store)
     with redis.Redis.from_url(store_url(store)) as client:
         client.set(f"{store.key_prefix}s:wrong-type", "x")  # HMGET on it is an error
-    replies = store._eval_all(
+    hash_key, _, readers_key = store._keys(good)
+    attach = (store._attach, [hash_key, readers_key], store._args(time.time(), "r1", "30", 30000))
+    replies = store._run_together(
         [
-            (store._append, [*store._keys(sid), store._live_key, store._done_key], args)
-            for sid, args in [
-                (
-                    good,
-                    store._args(time.time(), good, 100, 1000, store.key_prefix, "chunk", "1", "0"),
-                ),
-                (
-                    "wrong-type",
-                    store._args(
-                        time.time(), "wrong-type", 100, 1000, store.key_prefix, "chunk", "1", "0"
-                    ),
-                ),
-            ]
+            _Append(good, ["chunk", "1", "0", "chunk", "2", "0"]),
+            attach,
+            _Append("wrong-type", ["chunk", "1", "0"]),
+            _Append(other, ["chunk", "1", "0"]),
         ]
     )
-    assert replies[0] == [1]
-    assert isinstance(replies[1], redis.ResponseError)
+    assert replies[0] == [1, 2]
+    assert replies[1] == 1
+    assert isinstance(replies[2], redis.ResponseError)
+    assert "WRONGTYPE" in str(replies[2])
+    assert replies[3] == [1]
+    assert [e.data for e in store.read(other, 0, 0)] == ["1"]
+    assert store.tick(good).readers == 1
 
 
 def test_greenlets_of_a_gevent_worker_share_pipelines(redis_url: str, redis_prefix: str) -> None:
@@ -131,11 +132,11 @@ def test_greenlets_of_a_gevent_worker_share_pipelines(redis_url: str, redis_pref
         url, prefix = sys.argv[1:3]
         store = store_from_url(url, replay_ttl=60, key_prefix=prefix)
         pipelines = []
-        run = store._appends._run
+        run = store._together._run
         def counting(calls):
             pipelines.append(len(calls))
             return run(calls)
-        store._appends._run = counting
+        store._together._run = counting
         ids = [uuid.uuid4().hex for _ in range(100)]
         for sid in ids:
             store.create(SessionInfo(sid, {"m": 1}, None, time.time() + 60))

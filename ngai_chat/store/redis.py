@@ -194,41 +194,55 @@ def _reply(reply: t.Any) -> t.Any:
     return reply
 
 
+class _Append:
+    """One session's events, for the group commit of appends
+    (:meth:`RedisStore._run_together`)."""
+
+    __slots__ = ("events", "session_id")
+
+    def __init__(self, session_id: str, events: list[str | bytes]) -> None:
+        self.session_id = session_id
+        #: name, data and terminal flag of each event, encoded for Redis
+        self.events = events
+
+
+_I = t.TypeVar("_I")
+
+
 class _Waiting:
     """One call waiting in :class:`_Together`."""
 
     __slots__ = ("call", "done", "reply")
 
-    def __init__(self, call: _Call) -> None:
+    def __init__(self, call: t.Any) -> None:
         self.call = call
         self.done = False
         self.reply: t.Any = None
 
 
-class _Together:
-    """Runs the script calls that greenlets (or threads) of a process make at the
-    same time in one pipeline: a group commit.
+class _Together(t.Generic[_I]):
+    """Runs the calls that greenlets (or threads) of a process make at the same
+    time in one round trip: a group commit.
 
-    The first caller sends its call at once; callers that come while a pipeline is
-    in flight queue, and when it returns, one of them sends every queued call in the
-    next. So a process makes about one round trip per round-trip time, however many
-    generations append — not one per event — and an event waits at most one round
-    trip more than it would alone.
+    The first caller sends its call at once; callers that come while a round trip
+    is in flight queue, and when it returns, one of them sends every queued call in
+    the next. So a process makes about one round trip per round-trip time, however
+    many generations append — not one per event — and an event waits at most one
+    round trip more than it would alone.
 
-    :param run: runs a list of calls in one round trip (``RedisStore._eval_all``).
-    :param most: calls per pipeline at most, so that one reply stays small.
+    :param run: runs a list of calls in one round trip and returns their replies
+        (``RedisStore._run_together``).
+    :param most: calls per round trip at most, so that one reply stays small.
     """
 
-    def __init__(
-        self, run: t.Callable[[t.Sequence[_Call]], list[t.Any]], *, most: int = 1000
-    ) -> None:
+    def __init__(self, run: t.Callable[[t.Sequence[_I]], list[t.Any]], *, most: int = 1000) -> None:
         self._run = run
         self._most = most
         self._queue: list[_Waiting] = []
         self._busy = False
         self._turn = threading.Condition(threading.Lock())
 
-    def call(self, call: _Call) -> t.Any:
+    def call(self, call: _I) -> t.Any:
         """The call's reply.
 
         :raises redis.RedisError: the call failed, or its pipeline's connection did.
@@ -396,8 +410,9 @@ class RedisStore:
         self._heartbeat: threading.Thread | None = None
         self._closed = threading.Event()
         self._local = _LocalLogs(linger=min(10.0, self.replay_ttl), clock=clock)
-        #: the appends of every generation of this process, pipelined together
-        self._appends = _Together(self._eval_all)
+        #: the appends of every generation of this process, and readers' attach
+        #: calls, sent together
+        self._together: _Together[_Call | _Append] = _Together(self._run_together)
 
     def _keys(self, session_id: str) -> tuple[str, str, str]:
         """Hash, stream and readers keys of one session."""
@@ -606,14 +621,43 @@ class RedisStore:
 
     @_wrap_errors
     def _append_to_redis(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
-        args = self._args(
-            self.clock(), session_id, self.max_events, scripts.ms(self.replay_ttl), self.key_prefix
-        )
+        encoded: list[str | bytes] = []
         for name, data in events:
-            args += [_text(name), _text(data), "1" if name in TERMINAL_EVENTS else "0"]
-        keys = [*self._keys(session_id), self._live_key, self._done_key]
-        ids = self._appends.call((self._append, keys, args))
+            encoded += [_text(name), _text(data), "1" if name in TERMINAL_EVENTS else "0"]
+        ids = self._together.call(_Append(session_id, encoded))
         return [int(new_id) for new_id in ids]
+
+    def _run_together(self, items: t.Sequence[_Call | _Append]) -> list[t.Any]:
+        """Run what :class:`_Together` queued in one round trip: every append in
+        one call of the append script (however many sessions), the other calls
+        beside it in the same pipeline.
+
+        :return: each item's reply, or the error it got.
+        """
+        calls = [item for item in items if not isinstance(item, _Append)]
+        appends = [item for item in items if isinstance(item, _Append)]
+        if not appends:
+            return self._eval_all(calls)
+        args = self._args(
+            self.clock(), self.max_events, scripts.ms(self.replay_ttl), self.key_prefix
+        )
+        for append in appends:
+            args += [_text(append.session_id), len(append.events) // 3, *append.events]
+        replies = self._eval_all([(self._append, [self._live_key, self._done_key], args), *calls])
+        merged, others = replies[0], iter(replies[1:])
+        appended: t.Iterator[t.Any] = iter(
+            [merged] * len(appends) if isinstance(merged, Exception) else merged
+        )
+        out: list[t.Any] = []
+        for item in items:
+            if not isinstance(item, _Append):
+                out.append(next(others))
+                continue
+            reply = next(appended)
+            if reply and reply[0] == "err":
+                reply = redis.ResponseError(reply[1])
+            out.append(reply)
+        return out
 
     @_wrap_errors
     def read(self, session_id: str, after: int, timeout: float) -> list[Event]:
@@ -722,12 +766,10 @@ class RedisStore:
         :param reader_id: unique per open stream, in every process.
         """
         hash_key, _, readers_key = self._keys(session_id)
-        self._attach(
-            keys=[hash_key, readers_key],
-            args=self._args(
-                self.clock(), reader_id, repr(self.presence_ttl), scripts.ms(self.presence_ttl)
-            ),
+        args = self._args(
+            self.clock(), reader_id, repr(self.presence_ttl), scripts.ms(self.presence_ttl)
         )
+        self._together.call((self._attach, [hash_key, readers_key], args))
 
     @_wrap_errors
     def detach(self, session_id: str, reader_id: str) -> None:

@@ -78,6 +78,7 @@ from .base import Event
 from .base import GenerationSignals
 from .base import SessionInfo
 from .redis import RedisStore
+from .redis import _Append
 from .redis import _Call
 from .redis import _LocalLog
 from .redis import _LocalLogs
@@ -478,7 +479,8 @@ class ClusterStore(RedisStore):
         self._heartbeat: threading.Thread | None = None
         self._closed = threading.Event()
         #: the appends of every generation of this process, pipelined together
-        self._appends = _Together(self._eval_all)
+        # only script calls are queued here (appends are per session in a cluster)
+        self._together = t.cast("_Together[_Call | _Append]", _Together(self._eval_all))
 
     # -- connections -------------------------------------------------------
 
@@ -726,7 +728,7 @@ class ClusterStore(RedisStore):
             args += [_text(name), _text(data), "1" if name in TERMINAL_EVENTS else "0"]
         self._redis  # noqa: B018 - connects, registering the scripts
         call = (self._scripts["APPEND"], list(self._keys(session_id)), args)
-        return [int(i) for i in self._appends.call(call)]
+        return [int(i) for i in self._together.call(call)]
 
     def _after_mismatch(
         self, session_id: str, events: t.Sequence[tuple[str, str]], expected: int, last: int

@@ -107,33 +107,58 @@ return 1
 """
 )
 
-# KEYS: hash stream readers live done
-# ARGV: now replay id maxlen replay_ms prefix, then name data terminal for each event
+# The appends of any number of sessions in one script run: a process's group
+# commit (RedisStore._run_together) sends all it has queued as one call, so
+# neither the process nor Redis pays a command per session. Each session's append
+# runs under pcall: one that fails reports its error, the others still land.
+# KEYS: live done
+# ARGV: now replay maxlen replay_ms prefix, then for each session: its id, its
+#       number of events, and name data terminal for each event
+# Returns, per session, the ids appended (none when its log had ended or it is
+# gone), or {'err', message}.
 APPEND = (
     _HEAD
     + """
-local f = redis.call('HMGET', KEYS[1], 'expires_at', 'claimed', 'finished_at', 'client')
-local ids = {}
-if gone(f) or f[3] then return ids end
-for i = 7, #ARGV, 3 do
-  local n = redis.call('HINCRBY', KEYS[1], 'last', 1)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-' .. n, 'n', ARGV[i], 'd', ARGV[i + 1])
-  ids[#ids + 1] = n
-  if ARGV[i + 2] == '1' then
-    redis.call('HSET', KEYS[1], 'terminal_id', n, 'finished_at', ARGV[1])
-    for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
-    redis.call('ZREM', KEYS[4], ARGV[3])
-    if f[4] then redis.call('ZREM', ARGV[6] .. 'c:' .. f[4], ARGV[3]) end
-    redis.call('ZADD', KEYS[5], now + replay, ARGV[3])
-    extend(KEYS[5], tonumber(ARGV[5]))
-    return ids
-  elseif n == 1 then
-    -- XADD just created the stream: give it the session's TTL.
-    local ttl = redis.call('PTTL', KEYS[1])
-    if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+local prefix = ARGV[5]
+local function append(id, first, count)
+  local hash, stream = prefix .. 's:' .. id, prefix .. 'e:' .. id
+  local f = redis.call('HMGET', hash, 'expires_at', 'claimed', 'finished_at', 'client')
+  local ids = {}
+  if gone(f) or f[3] then return ids end
+  for i = first, first + 3 * (count - 1), 3 do
+    local n = redis.call('HINCRBY', hash, 'last', 1)
+    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[3], '0-' .. n, 'n', ARGV[i], 'd', ARGV[i + 1])
+    ids[#ids + 1] = n
+    if ARGV[i + 2] == '1' then
+      redis.call('HSET', hash, 'terminal_id', n, 'finished_at', ARGV[1])
+      for _, key in ipairs({hash, stream, prefix .. 'r:' .. id}) do
+        redis.call('PEXPIRE', key, ARGV[4])
+      end
+      redis.call('ZREM', KEYS[1], id)
+      if f[4] then redis.call('ZREM', prefix .. 'c:' .. f[4], id) end
+      redis.call('ZADD', KEYS[2], now + replay, id)
+      extend(KEYS[2], tonumber(ARGV[4]))
+      return ids
+    elseif n == 1 then
+      -- XADD just created the stream: give it the session's TTL.
+      local ttl = redis.call('PTTL', hash)
+      if ttl > 0 then redis.call('PEXPIRE', stream, ttl) end
+    end
   end
+  return ids
 end
-return ids
+local replies = {}
+local i = 6
+while i <= #ARGV do
+  local count = tonumber(ARGV[i + 1])
+  local ok, ids = pcall(append, ARGV[i], i + 2, count)
+  if not ok then
+    ids = {'err', type(ids) == 'table' and tostring(ids.err) or tostring(ids)}
+  end
+  replies[#replies + 1] = ids
+  i = i + 2 + 3 * count
+end
+return replies
 """
 )
 
