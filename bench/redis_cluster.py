@@ -21,7 +21,7 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
-from .live import free_port
+from .live import free_ports
 from .live import wait_until
 from .redis_server import redis_answers
 
@@ -37,11 +37,11 @@ class ClusterNode:
     """One ``redis-server`` of the cluster, restartable on the same port and
     directory (so it keeps its ``nodes.conf`` and rejoins as the same node)."""
 
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
+    def __init__(self, directory: Path, port: int, bus_port: int) -> None:
+        self.port = port
         #: the cluster bus port, set explicitly: the default (port + 10000) may be
         #: taken, or past 65535
-        self.bus_port = free_port()
+        self.bus_port = bus_port
         self.dir = directory / str(self.port)
         self.dir.mkdir(parents=True)
         self.process: subprocess.Popen[bytes] | None = None
@@ -117,7 +117,8 @@ class RedisCluster:
 
     def __init__(self) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="ngai-cluster-"))
-        self.nodes = [ClusterNode(self._dir) for _ in range(6)]
+        ports = free_ports(12)  # all different: a clash would fail a node's start
+        self.nodes = [ClusterNode(self._dir, ports[i], ports[6 + i]) for i in range(6)]
 
     @property
     def url(self) -> str:
