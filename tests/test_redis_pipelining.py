@@ -61,7 +61,7 @@ def test_appends_made_while_one_is_in_flight_go_in_one_pipeline(store: RedisStor
 
     def first_waits_for_the_others(calls: t.Sequence[t.Any]) -> list[t.Any]:
         if not batches:  # hold the first pipeline until every other append queued
-            wait_until(lambda: len(together._queue) == WRITERS - 1, 10, "the queue")
+            wait_until(lambda: len(together._open.calls) == WRITERS - 1, 10, "the next batch")
         batches.append(len(calls))
         return run(calls)
 
@@ -169,6 +169,60 @@ def test_greenlets_of_a_gevent_worker_share_pipelines(redis_url: str, redis_pref
     assert sum(result["pipelines"]) == 1000
     # the greenlets queue behind the first pipeline in flight: about 10 full rounds
     assert len(result["pipelines"]) <= 25, result["pipelines"]
+
+
+def test_the_first_of_a_batch_killed_while_waiting_its_turn_still_sends_it() -> None:
+    """Patched as in a worker: the caller that is to send the next batch is killed
+    (a generation stopped) while a round trip is in flight; the batch still goes,
+    its other caller gets its reply, and the killed one dies after."""
+    script = textwrap.dedent(
+        """
+        from gevent import monkey; monkey.patch_all()
+        import json, gevent
+        from gevent.event import Event
+        from ngai_chat.store.redis import _Together
+        sent, release = [], Event()
+        def run(calls):
+            sent.append(list(calls))
+            if len(sent) == 1:
+                release.wait(10)  # the first round trip stays in flight
+            return [f"reply {call}" for call in calls]
+        together = _Together(run)
+        first = gevent.spawn(together.call, "a")
+        gevent.sleep(0.01)
+        leader = gevent.spawn(together.call, "b")  # first of the next batch
+        gevent.sleep(0.01)
+        other = gevent.spawn(together.call, "c")
+        gevent.sleep(0.01)
+        leader.kill(block=False)
+        gevent.sleep(0.01)
+        release.set()
+        gevent.joinall([first, leader, other], timeout=10)
+        print(json.dumps({
+            "sent": sent,
+            "first": first.value,
+            "other": other.value,
+            "leader_killed": isinstance(leader.exception, gevent.GreenletExit)
+            or leader.value is not None and type(leader.value).__name__ == "GreenletExit",
+            "all_ended": all(g.ready() for g in (first, leader, other)),
+        }))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["sent"] == [["a"], ["b", "c"]]
+    assert result["first"] == "reply a"
+    assert result["other"] == "reply c"
+    assert result["leader_killed"] is True
+    assert result["all_ended"] is True
 
 
 def test_a_reader_following_another_process_takes_the_tails_entries(

@@ -209,15 +209,16 @@ class _Append:
 _I = t.TypeVar("_I")
 
 
-class _Waiting:
-    """One call waiting in :class:`_Together`."""
+class _Batch:
+    """The calls that go to Redis in one round trip, and their replies."""
 
-    __slots__ = ("call", "done", "reply")
+    __slots__ = ("calls", "done", "replies")
 
-    def __init__(self, call: t.Any) -> None:
-        self.call = call
-        self.done = False
-        self.reply: t.Any = None
+    def __init__(self) -> None:
+        self.calls: list[t.Any] = []
+        self.replies: list[t.Any] = []
+        #: set once ``replies`` holds a reply (or an error) for every call
+        self.done = threading.Event()
 
 
 class _Together(t.Generic[_I]):
@@ -225,10 +226,11 @@ class _Together(t.Generic[_I]):
     time in one round trip: a group commit.
 
     The first caller sends its call at once; callers that come while a round trip
-    is in flight queue, and when it returns, one of them sends every queued call in
-    the next. So a process makes about one round trip per round-trip time, however
+    is in flight join the next batch, whose first caller sends it when the flight
+    returns. So a process makes about one round trip per round-trip time, however
     many generations append — not one per event — and an event waits at most one
-    round trip more than it would alone.
+    round trip more than it would alone. Each caller is woken once: when its
+    batch's replies are in, or (the first of a batch) when its turn to send comes.
 
     :param run: runs a list of calls in one round trip and returns their replies
         (``RedisStore._run_together``).
@@ -238,9 +240,13 @@ class _Together(t.Generic[_I]):
     def __init__(self, run: t.Callable[[t.Sequence[_I]], list[t.Any]], *, most: int = 1000) -> None:
         self._run = run
         self._most = most
-        self._queue: list[_Waiting] = []
+        self._lock = threading.Lock()
+        #: the batch that calls join now
+        self._open = _Batch()
+        #: a round trip is in flight
         self._busy = False
-        self._turn = threading.Condition(threading.Lock())
+        #: the first callers of batches waiting to be sent wait on it
+        self._turn = threading.Condition(self._lock)
 
     def call(self, call: _I) -> t.Any:
         """The call's reply.
@@ -248,33 +254,53 @@ class _Together(t.Generic[_I]):
         :raises redis.RedisError: the call failed, or its pipeline's connection did.
         :raises OSError: the connection failed.
         """
-        waiting = _Waiting(call)
-        with self._turn:
-            self._queue.append(waiting)
-            while not waiting.done:
-                if self._busy:
-                    self._turn.wait()
-                    continue
-                self._busy = True
-                batch, self._queue = self._queue[: self._most], self._queue[self._most :]
-                self._turn.release()
-                try:
-                    self._send(batch)
-                finally:
-                    self._turn.acquire()
-                    self._busy = False
-                    self._turn.notify_all()
-        return _reply(waiting.reply)
+        with self._lock:
+            batch = self._open
+            if len(batch.calls) >= self._most:
+                batch = self._open = _Batch()
+            index = len(batch.calls)
+            batch.calls.append(call)
+            killed = None
+            if index == 0:  # the first: send it when no round trip is in flight
+                killed = self._wait_turn()
+                if self._open is batch:
+                    self._open = _Batch()
+        if index == 0:
+            self._send(batch)
+            if killed is not None:
+                raise killed
+        else:
+            batch.done.wait()
+        return _reply(batch.replies[index])
 
-    def _send(self, batch: list[_Waiting]) -> None:
-        replies: list[t.Any] = [redis.ConnectionError("the pipeline was interrupted")] * len(batch)
+    def _wait_turn(self) -> BaseException | None:
+        """Wait (holding the lock) until no round trip is in flight, and start one.
+
+        :return: what interrupted the wait (a kill), for the caller to raise once
+            it has sent its batch: the others in the batch wait on it.
+        """
+        killed: BaseException | None = None
+        while self._busy:
+            try:
+                self._turn.wait()
+            except BaseException as exc:  # re-raised once the batch went
+                killed = exc
+        self._busy = True
+        return killed
+
+    def _send(self, batch: _Batch) -> None:
+        calls = batch.calls
+        replies: list[t.Any] = [redis.ConnectionError("the pipeline was interrupted")] * len(calls)
         try:
-            replies = self._run([waiting.call for waiting in batch])
+            replies = self._run(calls)
         except (redis.RedisError, OSError) as exc:
-            replies = [exc] * len(batch)
+            replies = [exc] * len(calls)
         finally:  # even when the sender is killed: nobody waits for ever
-            for waiting, reply in zip(batch, replies, strict=True):
-                waiting.reply, waiting.done = reply, True
+            batch.replies = replies
+            batch.done.set()
+            with self._lock:
+                self._busy = False
+                self._turn.notify()
 
 
 def _text(value: str) -> bytes:
