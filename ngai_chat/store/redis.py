@@ -55,6 +55,7 @@ costs no round trip per chunk). Readers elsewhere read the Redis Stream.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import json
@@ -102,9 +103,16 @@ class _LocalLog:
 
     def __init__(self) -> None:
         self.log = EventLog()
-        #: patched by gevent in a worker: waiting yields to other greenlets
-        self.changed = threading.Condition()
+        #: set, and replaced by a new one, when the log grows or leaves: a reader
+        #: takes it before looking at the log, then waits on it (gevent's own
+        #: event in a worker: no lock, no condition per wait)
+        self.changed = threading.Event()
         self.ended_at: float | None = None
+
+    def wake(self) -> None:
+        """Wake every reader waiting on this log."""
+        changed, self.changed = self.changed, threading.Event()
+        changed.set()
 
 
 class _LocalLogs:
@@ -124,6 +132,8 @@ class _LocalLogs:
         self.linger = linger
         self.clock = clock
         self._logs: dict[str, _LocalLog] = {}
+        #: ``(ended_at, session id)`` of finished logs, oldest first
+        self._ended: collections.deque[tuple[float, str]] = collections.deque()
 
     def record(self, session_id: str, event: tuple[int, str, str] | None) -> None:
         """Keep ``(id, name, data)`` (just appended to Redis), or drop the log when
@@ -139,14 +149,12 @@ class _LocalLogs:
         if event_id != len(log.log) + 1:
             self._drop(session_id)
             return
-        terminal = name in TERMINAL_EVENTS
-        with log.changed:
-            log.log.append(name, data)
-            if terminal:
-                log.ended_at = self.clock()
-            log.changed.notify_all()
-        if terminal:
-            self._forget_ended()
+        log.log.append(name, data)
+        if name in TERMINAL_EVENTS:
+            log.ended_at = now = self.clock()
+            self._ended.append((now, session_id))
+            self._forget_ended(now)
+        log.wake()
 
     def read(self, session_id: str, after: int, timeout: float) -> list[Event] | None:
         """Like :meth:`RedisStore.read`, or ``None`` when this log is not kept here."""
@@ -157,29 +165,30 @@ class _LocalLogs:
             self._drop(session_id)
             return None
         deadline = time.monotonic() + timeout
-        with log.changed:
-            while True:
-                if self._logs.get(session_id) is not log:
-                    return None
-                if len(log.log) > after:
-                    return log.log.read(after)
-                if log.ended_at is not None:
-                    return None  # nothing past the end here: wait the Redis way
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return []
-                log.changed.wait(remaining)
+        while True:
+            changed = log.changed  # before looking: a change after this sets it
+            if self._logs.get(session_id) is not log:
+                return None
+            if len(log.log) > after:
+                return log.log.read(after)
+            if log.ended_at is not None:
+                return None  # nothing past the end here: wait the Redis way
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            changed.wait(remaining)
 
     def _drop(self, session_id: str) -> None:
         log = self._logs.pop(session_id, None)
         if log is not None:
-            with log.changed:
-                log.changed.notify_all()  # its readers go to Redis
+            log.wake()  # its readers go to Redis
 
-    def _forget_ended(self) -> None:
-        now = self.clock()
-        for session_id, log in list(self._logs.items()):
-            if log.ended_at is not None and now - log.ended_at >= self.linger:
+    def _forget_ended(self, now: float) -> None:
+        ended = self._ended
+        while ended and now - ended[0][0] >= self.linger:
+            _, session_id = ended.popleft()
+            log = self._logs.get(session_id)
+            if log is not None and log.ended_at is not None and now - log.ended_at >= self.linger:
                 self._drop(session_id)
 
 
