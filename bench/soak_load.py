@@ -10,6 +10,7 @@ the chunk latencies.
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import re
@@ -238,6 +239,11 @@ class Load:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     job = json.loads(args[0])
+    # as a worker does (ngai_chat/gunicorn_conf.tune_gc; not imported: it reads the
+    # server's settings): a full collection here pauses every reader and would show
+    # as chunk lag the relay did not cause
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)
     result = Load(job).run()
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
