@@ -17,7 +17,10 @@ import :mod:`redis`. Keys, all under
     <prefix>done     zset    finished sessions, scored by the end of their replay
     <prefix>c:<client> zset  one client's pending and running sessions, scored
                              like ``live``, for ``NGAI_MAX_SESSIONS_PER_CLIENT``
-                             and ``NGAI_MAX_CLIENT_BYTES`` (their hashes' sizes)
+    <prefix>cb:<client> hash their request sizes, and ``ct:<client>`` (string)
+                             their sum, for ``NGAI_MAX_CLIENT_BYTES``: a create
+                             costs O(1) however many the client holds (see
+                             :data:`~ngai_chat.store.redis_scripts.CREATE`)
 
 Redis TTLs only free memory and follow Redis's own clock. Expiry as the contract
 defines it is decided by comparing the deadlines stored in the hash with
@@ -504,9 +507,13 @@ class RedisStore:
         else:
             ttl_ms, score = scripts.ms(session.expires_at - now), repr(session.expires_at)
         pairs = [item for pair in fields.items() for item in pair]
-        client_key = _text(f"{self.key_prefix}c:{session.client}") if session.client else ""
+        share = (
+            [_text(f"{self.key_prefix}{kind}:{session.client}") for kind in ("c", "cb", "ct")]
+            if session.client
+            else ["", "", ""]
+        )
         reply = self._create(
-            keys=[*self._keys(session.id), self._live_key, client_key],
+            keys=[*self._keys(session.id), self._live_key, *share],
             args=self._args(
                 now,
                 session.id,

@@ -600,8 +600,12 @@ class ClusterStore(RedisStore):
                 # nothing to refuse: taken with the session's writes
                 calls.append(self._call("ADMIT", share, admit))
             else:
-                self._prune_client(client_key, now)
                 reply = self._run("ADMIT", share, admit)
+                if isinstance(reply, list):
+                    # refused: drop what died or finished (a round trip each, so
+                    # only now, not at every create), then ask again
+                    self._prune_client(client_key, now)
+                    reply = self._run("ADMIT", share, admit)
             if isinstance(reply, list):
                 held, first, held_bytes, by_bytes = reply
                 first_score = float(first)

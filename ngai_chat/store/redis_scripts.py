@@ -38,35 +38,76 @@ end
 local function extend(key, ms)
   if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
+-- A client's sessions (zset), their sizes (hash) and the sizes' sum (see CREATE).
+local function client_keys(prefix, client)
+  return prefix .. 'c:' .. client, prefix .. 'cb:' .. client, prefix .. 'ct:' .. client
+end
+local function leave_share(client, sizes, total, id)
+  redis.call('ZREM', client, id)
+  local size = redis.call('HGET', sizes, id)
+  if size then
+    redis.call('HDEL', sizes, id)
+    redis.call('DECRBY', total, size)
+  end
+end
 """
 
-# KEYS: hash stream readers live client ("" when the session has no client)
+# A client's share (NGAI_MAX_SESSIONS_PER_CLIENT, NGAI_MAX_CLIENT_BYTES) is its
+# sessions in ``c:<client>`` (a zset scored like ``live``), their request sizes in
+# ``cb:<client>`` (a hash) and their sum in ``ct:<client>``, kept up to date as
+# sessions are created and end. Gone sessions (a pending one past its deadline, a
+# running one whose generation died) stay counted until a create finds the
+# client over a limit: then, and only then, it drops them and counts again, so a
+# create costs O(1) however many sessions the client holds (a PaaS router without
+# NGAI_TRUSTED_PROXIES is one client for everybody), and the counts it trusts can
+# only be too high, never too low.
+# KEYS: hash stream readers live client sizes total (the last three "" when the
+#       session has no client)
 # ARGV: now replay id ttl_ms live_score client_limit prefix client_bytes size
 #       field value [field value ...]
 CREATE = (
     _HEAD
     + """
-local client = KEYS[5]
+local client, sizes, total = KEYS[5], KEYS[6], KEYS[7]
 local limit = tonumber(ARGV[6])
 local byte_limit = tonumber(ARGV[8])
+local size = tonumber(ARGV[9])
+if client ~= '' then
+  -- a few pending sessions past their deadline leave at each create: the share
+  -- stays about as big as what the client holds, limits or not
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', client, '-inf', ARGV[1], 'LIMIT', 0, 4)) do
+    leave_share(client, sizes, total, id)
+  end
+end
 if client ~= '' and (limit > 0 or byte_limit > 0) then
-  -- The client's share, exact: pending ones past their deadline are gone, and
-  -- so are running ones whose hash expired (their generation died).
-  redis.call('ZREMRANGEBYSCORE', client, '-inf', ARGV[1])
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', client, '+inf', '+inf')) do
-    if redis.call('EXISTS', ARGV[7] .. 's:' .. id) == 0 then redis.call('ZREM', client, id) end
-  end
   local held = redis.call('ZCARD', client)
-  local held_bytes = 0
-  if byte_limit > 0 then
-    for _, id in ipairs(redis.call('ZRANGE', client, 0, -1)) do
-      held_bytes = held_bytes + (tonumber(redis.call('HGET', ARGV[7] .. 's:' .. id, 'size')) or 0)
-    end
+  local held_bytes = tonumber(redis.call('GET', total) or '0')
+  local function over()
+    local by_count = limit > 0 and held >= limit
+    return by_count or (byte_limit > 0 and held_bytes + size > byte_limit), by_count
   end
-  local over_count = limit > 0 and held >= limit
-  if over_count or (byte_limit > 0 and held_bytes + tonumber(ARGV[9]) > byte_limit) then
-    local first = redis.call('ZRANGE', client, 0, 0, 'WITHSCORES')
-    return {held, first[2] or 'inf', held_bytes, over_count and 0 or 1}
+  if over() then
+    -- Exact, then: drop what is gone, and count again.
+    local dropped = redis.call('ZRANGEBYSCORE', client, '-inf', ARGV[1])
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', client, '+inf', '+inf')) do
+      if redis.call('EXISTS', ARGV[7] .. 's:' .. id) == 0 then dropped[#dropped + 1] = id end
+    end
+    for _, id in ipairs(dropped) do redis.call('ZREM', client, id) end
+    held, held_bytes = redis.call('ZCARD', client), 0
+    local kept = redis.call('HGETALL', sizes)
+    for i = 1, #kept, 2 do
+      if redis.call('ZSCORE', client, kept[i]) then
+        held_bytes = held_bytes + tonumber(kept[i + 1])
+      else
+        redis.call('HDEL', sizes, kept[i])
+      end
+    end
+    redis.call('SET', total, held_bytes, 'KEEPTTL')
+    local refused, by_count = over()
+    if refused then
+      local first = redis.call('ZRANGE', client, 0, 0, 'WITHSCORES')
+      return {held, first[2] or 'inf', held_bytes, by_count and 0 or 1}
+    end
   end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
@@ -76,7 +117,12 @@ redis.call('ZADD', KEYS[4], ARGV[5], ARGV[3])
 extend(KEYS[4], tonumber(ARGV[4]))
 if client ~= '' then
   redis.call('ZADD', client, ARGV[5], ARGV[3])
-  extend(client, tonumber(ARGV[4]))
+  local before = tonumber(redis.call('HGET', sizes, ARGV[3]) or '0')
+  if size ~= before then
+    redis.call('HSET', sizes, ARGV[3], size)
+    redis.call('INCRBY', total, size - before)
+  end
+  for _, key in ipairs({client, sizes, total}) do extend(key, tonumber(ARGV[4])) end
 end
 return 1
 """
@@ -99,9 +145,9 @@ redis.call('PEXPIRE', KEYS[2], running)
 redis.call('ZADD', KEYS[3], '+inf', ARGV[3])
 extend(KEYS[3], running)
 if f[4] then
-  local client = ARGV[6] .. 'c:' .. f[4]
+  local client, sizes, total = client_keys(ARGV[6], f[4])
   redis.call('ZADD', client, '+inf', ARGV[3])
-  extend(client, running)
+  for _, key in ipairs({client, sizes, total}) do extend(key, running) end
 end
 return 1
 """
@@ -135,7 +181,10 @@ local function append(id, first, count)
         redis.call('PEXPIRE', key, ARGV[4])
       end
       redis.call('ZREM', KEYS[1], id)
-      if f[4] then redis.call('ZREM', prefix .. 'c:' .. f[4], id) end
+      if f[4] then
+        local client, sizes, total = client_keys(prefix, f[4])
+        leave_share(client, sizes, total, id)
+      end
       redis.call('ZADD', KEYS[2], now + replay, id)
       extend(KEYS[2], tonumber(ARGV[4]))
       return ids
@@ -208,7 +257,9 @@ if f[2] and not f[3] then
   redis.call('PEXPIRE', KEYS[1], running)
   redis.call('PEXPIRE', KEYS[2], running)
   extend(KEYS[4], running)
-  if f[5] then extend(ARGV[4] .. 'c:' .. f[5], running) end
+  if f[5] then
+    for _, key in ipairs({client_keys(ARGV[4], f[5])}) do extend(key, running) end
+  end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
 return {f[4] and 1 or 0, redis.call('ZCARD', KEYS[3])}
