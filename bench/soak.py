@@ -6,6 +6,9 @@ joins later and replays from the start; every reader is checked for every chunk
 exactly once and one terminal event (:mod:`bench.soak_load`), and follows a broken
 connection with ``Last-Event-ID`` as a browser does. Over the run the workers' RSS,
 open descriptors and CPU, Redis's memory and the time ``/health`` takes are sampled.
+The fake upstream runs in a process of its own (:mod:`bench.soak_upstream`, one
+asyncio loop), and the load generators in two more, so that what the workers get
+of the machine's cores is measured, not the harness.
 
 Two shapes:
 

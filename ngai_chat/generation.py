@@ -28,6 +28,7 @@ import time
 import typing as t
 
 import gevent
+import gevent.event
 import gevent.greenlet
 
 from . import errors
@@ -123,7 +124,11 @@ class Generation:
         # memory store appends in place.
         self._batched = store.shared
         self._outbox: list[tuple[str, str]] = []
+        #: the writer greenlet, started with the first chunk, for the whole answer
         self._writer: gevent.greenlet.Greenlet | None = None
+        #: set when the outbox has events, or the answer ended: the writer wakes
+        self._wake = gevent.event.Event()
+        self._ending = False
         self._write_error: errors.StoreUnavailable | None = None
         #: ``(name, data)`` of the terminal event when the store failed to take it
         self.unwritten: tuple[str, str] | None = None
@@ -178,6 +183,8 @@ class Generation:
         finally:
             self.stoppable = False
         if self._writer is not None:
+            self._ending = True
+            self._wake.set()
             self._writer.join()  # every chunk before the terminal event
         if failure is not None:
             terminal, outcome = ("error", error_data(failure)), failure.code
@@ -270,16 +277,23 @@ class Generation:
             raise self._write_error
         self._outbox.append(("chunk", data))
         if self._writer is None:
-            self._writer = self.spawn(self._flush)
+            self._writer = self.spawn(self._write)
+        self._wake.set()
 
-    def _flush(self) -> None:
-        """Append what has queued up, a batch per round trip, until nothing has."""
+    def _write(self) -> None:
+        """Append what queues up in the outbox, a batch per round trip, until the
+        answer ended: one greenlet for the whole answer, woken by an event (a
+        greenlet spawned per chunk cost more than the rest of the writing).
+        """
         try:
-            while self._outbox:
-                batch, self._outbox = self._outbox, []
-                self.store.append_many(self.session.id, batch)
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                while self._outbox:
+                    batch, self._outbox = self._outbox, []
+                    self.store.append_many(self.session.id, batch)
+                if self._ending:
+                    return
         except errors.StoreUnavailable as exc:
             self._write_error = exc
             self._outbox.clear()
-        finally:
-            self._writer = None
