@@ -89,6 +89,9 @@ __all__ = ["RedisStore"]
 
 #: bytes of events one read of a Redis Stream aims to return at most
 READ_BYTES = 65536
+#: seconds between the starts of two group commits of a process, at least: what
+#: an event may wait for its batch to fill (see :class:`_Together`)
+GROUP_COMMIT_INTERVAL = 0.005
 #: seconds a process's cancel inbox lives after its last cancel (a process that
 #: died never reads it)
 INBOX_TTL = 60.0
@@ -244,14 +247,29 @@ class _Together(t.Generic[_I]):
     round trip more than it would alone. Each caller is woken once: when its
     batch's replies are in, or (the first of a batch) when its turn to send comes.
 
+    A round trip starts ``interval`` seconds after the last one started at the
+    soonest: under load, batches grow instead of round trips multiplying (each
+    costs the process far more than one more call in a batch), for at most that
+    much more latency.
+
     :param run: runs a list of calls in one round trip and returns their replies
         (``RedisStore._run_together``).
     :param most: calls per round trip at most, so that one reply stays small.
+    :param interval: seconds between the starts of two round trips, at least.
     """
 
-    def __init__(self, run: t.Callable[[t.Sequence[_I]], list[t.Any]], *, most: int = 1000) -> None:
+    def __init__(
+        self,
+        run: t.Callable[[t.Sequence[_I]], list[t.Any]],
+        *,
+        most: int = 1000,
+        interval: float = 0.0,
+    ) -> None:
         self._run = run
         self._most = most
+        self._interval = interval
+        #: ``time.monotonic()`` when the last round trip started
+        self._last_sent = -math.inf
         self._lock = threading.Lock()
         #: the batch that calls join now
         self._open = _Batch()
@@ -298,6 +316,16 @@ class _Together(t.Generic[_I]):
             except BaseException as exc:  # re-raised once the batch went
                 killed = exc
         self._busy = True
+        delay = self._last_sent + self._interval - time.monotonic()
+        if delay > 0 and killed is None:
+            self._lock.release()  # the batch fills meanwhile
+            try:
+                time.sleep(delay)
+            except BaseException as exc:
+                killed = exc
+            finally:
+                self._lock.acquire()
+        self._last_sent = time.monotonic()
         return killed
 
     def _send(self, batch: _Batch) -> None:
@@ -450,7 +478,9 @@ class RedisStore:
         self._local = _LocalLogs(linger=min(10.0, self.replay_ttl), clock=clock)
         #: the appends of every generation of this process, and readers' attach
         #: calls, sent together
-        self._together: _Together[_Call | _Append] = _Together(self._run_together)
+        self._together: _Together[_Call | _Append] = _Together(
+            self._run_together, interval=GROUP_COMMIT_INTERVAL
+        )
 
     def _keys(self, session_id: str) -> tuple[str, str, str]:
         """Hash, stream and readers keys of one session."""
