@@ -243,6 +243,15 @@ def test_a_reader_following_another_process_takes_the_tails_entries(
             return xread(*args, **kwargs)
 
         elsewhere._redis.xread = counting  # type: ignore[method-assign]
+        pipelines = 0
+        pipeline = elsewhere._redis.pipeline
+
+        def counting_pipelines(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            nonlocal pipelines
+            pipelines += 1
+            return pipeline(*args, **kwargs)
+
+        elsewhere._redis.pipeline = counting_pipelines  # type: ignore[method-assign]
         got: list[list[tuple[int, str]]] = []
 
         def follow() -> None:
@@ -272,5 +281,7 @@ def test_a_reader_following_another_process_takes_the_tails_entries(
             (n, f'{{"n":{n}}}') for n in range(1, 7)
         ]
         assert own_reads == 0
+        # only its first read, before the tail followed the stream, went to Redis
+        assert pipelines == 1
     finally:
         elsewhere.close()

@@ -749,14 +749,26 @@ class RedisStore:
         hash_key, stream_key, _ = self._keys(session_id)
         since = f"0-{max(after, 0)}"
         count = self._read_count(stream_key)
-        # One round trip: is the session there, and has it events already?
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hmget(hash_key, ["expires_at", "claimed", "finished_at"])
-        pipe.xread({stream_key: since}, count=count)
-        fields, response = pipe.execute()
-        if scripts.gone(fields, self.clock(), self.replay_ttl):
-            return []
-        events = self._events(response)
+        # A reader following a log live: the tail's last read brought what comes
+        # next, or the reader has all the tail has seen and waits for its next
+        # read; either way no round trip of its own (a reader's idle checks, every
+        # few seconds, see a session that went away).
+        entries = self._tail.entries_after(stream_key, after)
+        if entries:
+            events = self._entry_events(entries)
+            self._learn_size(stream_key, events)
+            return events
+        if self._tail.at_end(stream_key, after):
+            events = []
+        else:
+            # One round trip: is the session there, and has it events already?
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hmget(hash_key, ["expires_at", "claimed", "finished_at"])
+            pipe.xread({stream_key: since}, count=count)
+            fields, response = pipe.execute()
+            if scripts.gone(fields, self.clock(), self.replay_ttl):
+                return []
+            events = self._events(response)
         if not events and timeout > 0:
             while self._tail.wait(stream_key, after, deadline - time.monotonic()):
                 # brought by the tail's own read, usually; else read them

@@ -102,6 +102,13 @@ class Tail:
             first, entries = followed.recent
             return entries if first == after + 1 else []
 
+    def at_end(self, stream_key: str, after: int) -> bool:
+        """Whether ``stream_key`` is followed and its newest event the tail has
+        seen is ``after``: a reader there can wait without reading first."""
+        with self._lock:
+            followed = self._streams.get(stream_key)
+            return followed is not None and followed.failure is None and followed.latest == after
+
     def _poll(self) -> None:
         while True:
             with self._lock:
