@@ -225,6 +225,19 @@ def test_the_first_of_a_batch_killed_while_waiting_its_turn_still_sends_it() -> 
     assert result["all_ended"] is True
 
 
+def count_calls(obj: t.Any, name: str) -> list[int]:
+    """Count the calls of ``obj.name`` from now on: ``[calls]``, kept up to date."""
+    calls = [0]
+    real = getattr(obj, name)
+
+    def counting(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    setattr(obj, name, counting)
+    return calls
+
+
 def test_a_reader_following_another_process_takes_the_tails_entries(
     store: RedisStore, redis_url: str, redis_prefix: str
 ) -> None:
@@ -234,24 +247,8 @@ def test_a_reader_following_another_process_takes_the_tails_entries(
     assert isinstance(elsewhere, RedisStore)
     try:
         sid = claimed(store)
-        own_reads = 0
-        xread = elsewhere._redis.xread
-
-        def counting(*args: t.Any, **kwargs: t.Any) -> t.Any:
-            nonlocal own_reads
-            own_reads += 1
-            return xread(*args, **kwargs)
-
-        elsewhere._redis.xread = counting  # type: ignore[method-assign]
-        pipelines = 0
-        pipeline = elsewhere._redis.pipeline
-
-        def counting_pipelines(*args: t.Any, **kwargs: t.Any) -> t.Any:
-            nonlocal pipelines
-            pipelines += 1
-            return pipeline(*args, **kwargs)
-
-        elsewhere._redis.pipeline = counting_pipelines  # type: ignore[method-assign]
+        own_reads = count_calls(elsewhere._redis, "xread")
+        pipelines = count_calls(elsewhere._redis, "pipeline")
         got: list[list[tuple[int, str]]] = []
 
         def follow() -> None:
@@ -280,8 +277,8 @@ def test_a_reader_following_another_process_takes_the_tails_entries(
         assert [event for batch in got for event in batch] == [
             (n, f'{{"n":{n}}}') for n in range(1, 7)
         ]
-        assert own_reads == 0
+        assert own_reads == [0]
         # only its first read, before the tail followed the stream, went to Redis
-        assert pipelines == 1
+        assert pipelines == [1]
     finally:
         elsewhere.close()
