@@ -165,6 +165,12 @@ def analyse(
 ) -> dict[str, t.Any]:
     records = [record for load in loads for record in load["records"]]
     latencies = sorted(lat for load in loads for lat in load["latencies_us"])
+    # chunk lag per minute of the run (sampler's clock: CLOCK_MONOTONIC, as the
+    # load generators'): does it hold, or grow as the run goes on?
+    by_minute: dict[int, list[int]] = collections.defaultdict(list)
+    for load in loads:
+        for lat, at in zip(load["latencies_us"], load.get("latency_at_us", []), strict=False):
+            by_minute[int((at / 1e6 - sampler.began) // 60)].append(lat)
     before = [r for r in records if kill_at is None or r["ended"] < kill_at]
     after = [r for r in records if kill_at is not None and r["ended"] >= kill_at]
 
@@ -199,6 +205,13 @@ def analyse(
         "chunk_lag_ms": {
             q: None if (v := percentile(latencies, p)) is None else round(v / 1000, 1)
             for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
+        },
+        "chunk_lag_ms_by_minute": {
+            minute: {
+                q: None if (v := percentile(sorted(lats), p)) is None else round(v / 1000, 1)
+                for q, p in (("p50", 0.5), ("p99", 0.99))
+            }
+            for minute, lats in sorted(by_minute.items())
         },
         "ttfc_ms": {
             q: None if (v := percentile(ttfc, p)) is None else round(1000 * v)
@@ -241,6 +254,11 @@ def markdown(result: dict[str, t.Any], command: str) -> str:
         f"| worker CPU per chunk received | {result['worker_cpu_per_chunk_us']} µs |",
         f"| chunk lag (first readers, live) p50 / p99 / max | {lag['p50']} / {lag['p99']} / "
         f"{lag['max']} ms |",
+        "| chunk lag p50 / p99 by minute of the run | "
+        + ", ".join(
+            f"{m}: {v['p50']} / {v['p99']}" for m, v in result["chunk_lag_ms_by_minute"].items()
+        )
+        + " ms |",
         f"| time to first chunk p50 / p99 | {ttfc['p50']} / {ttfc['p99']} ms |",
         f"| `/health` median / max | {health['median']} / {health['max']} ms |",
         f"| workers' RSS over time (s: MiB; load ended at {s['load_ended_s']} s) | "

@@ -81,6 +81,8 @@ class Load:
         self.answer_seconds: float = job["answer_seconds"]
         self.records: list[dict[str, t.Any]] = []
         self.latencies: list[int] = []
+        #: when each of them was taken (``CLOCK_MONOTONIC`` µs, shared by the soak)
+        self.latency_at: list[int] = []
         self._seen = 0
         self.sessions = 0
         self.prepare_failures: list[str] = []
@@ -92,6 +94,7 @@ class Load:
         return {
             "records": self.records,
             "latencies_us": self.latencies,
+            "latency_at_us": self.latency_at,
             "latency_stride": LATENCY_STRIDE,
             "sessions": self.sessions,
             "prepare_failures": self.prepare_failures[:20],
@@ -228,7 +231,9 @@ class Load:
                 return
             self._seen += 1
             if not self._seen % LATENCY_STRIDE and (stamp := STAMP.search(frame)) is not None:
-                self.latencies.append(time.monotonic_ns() // 1000 - int(stamp[1]))
+                now = time.monotonic_ns() // 1000
+                self.latencies.append(now - int(stamp[1]))
+                self.latency_at.append(now)
         elif b"event: done" in frame:
             reader.terminal = "done"
         elif b"event: error" in frame:
