@@ -10,7 +10,6 @@ the chunk latencies.
 
 from __future__ import annotations
 
-import gc
 import json
 import random
 import re
@@ -19,6 +18,8 @@ import time
 import typing as t
 
 import gevent
+
+from ngai_chat.worker import tune_gc
 
 from .httpclient import STAMP
 from .httpclient import ChunkedDecoder
@@ -244,11 +245,9 @@ class Load:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     job = json.loads(args[0])
-    # as a worker does (ngai_chat/gunicorn_conf.tune_gc; not imported: it reads the
-    # server's settings): a full collection here pauses every reader and would show
+    # as a worker does: a full collection here pauses every reader and would show
     # as chunk lag the relay did not cause
-    gc.freeze()
-    gc.set_threshold(10_000, 50, 100)
+    tune_gc()
     result = Load(job).run()
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()

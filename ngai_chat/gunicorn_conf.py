@@ -14,7 +14,6 @@ otherwise; the Procfile binds ``0.0.0.0:$PORT`` itself, as a PaaS needs.
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 import signal
@@ -29,6 +28,8 @@ from ngai_chat.config import load_server_settings
 from ngai_chat.config import load_settings
 from ngai_chat.log import emit
 from ngai_chat.log import startup_notices
+from ngai_chat.worker import GC_THRESHOLDS  # noqa: F401 - what a worker sets
+from ngai_chat.worker import tune_gc
 
 try:
     _server = load_server_settings()
@@ -191,20 +192,3 @@ def post_worker_init(worker: t.Any) -> None:
     worker.handle_exit = handle_exit
     signal.signal(signal.SIGTERM, handle_exit)
     tune_gc()
-
-
-#: ``gc.set_threshold`` in a worker: a young collection every 10,000 objects (not
-#: 700), the older generations 50 and 100 times less often
-GC_THRESHOLDS = (10_000, 50, 100)
-
-
-def tune_gc() -> None:
-    """Tune the garbage collector for a worker holding thousands of streams: what
-    start-up made is frozen (never scanned again) and collections run far less
-    often. With Python's defaults a worker holding 500 streams ran a full
-    collection every few seconds, ~140 ms each, stopping every stream, and spent
-    a fifth of its time collecting (bench/README.md, "Soak"). Reference counting
-    frees almost everything here; collections only find cycles.
-    """
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)

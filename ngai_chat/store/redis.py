@@ -817,13 +817,16 @@ class RedisStore:
 
         :param session_id: the session to cancel.
         """
-        hash_key = self._keys(session_id)[0]
-        owner = self._cancel(keys=[hash_key], args=self._args(self.clock()))
+        owner = self._cancel_script(session_id)
         if owner == 0:
             return False
         if owner:
             self._tell_cancelled(str(owner), session_id)
         return True
+
+    def _cancel_script(self, session_id: str) -> t.Any:
+        """Run the cancel script (:data:`~ngai_chat.store.redis_scripts.CANCEL`)."""
+        return self._cancel(keys=[self._keys(session_id)[0]], args=self._args(self.clock()))
 
     def _tell_cancelled(self, owner: str, session_id: str) -> None:
         """Put ``session_id`` in the cancel inbox of the process ``owner``."""

@@ -826,16 +826,8 @@ class ClusterStore(RedisStore):
             )
         return events
 
-    @_wrap_errors
-    def cancel(self, session_id: str) -> bool:
-        """Set the cancel flag and tell the generation's process (see
-        :meth:`RedisStore.cancel`); ``False`` when the session is unknown."""
-        owner = self._run("CANCEL", [self._keys(session_id)[0]], self._args(self.clock()))
-        if owner == 0:
-            return False
-        if owner:
-            self._tell_cancelled(str(owner), session_id)
-        return True
+    def _cancel_script(self, session_id: str) -> t.Any:
+        return self._run("CANCEL", [self._keys(session_id)[0]], self._args(self.clock()))
 
     @_wrap_errors
     def attach(self, session_id: str, reader_id: str) -> None:
