@@ -223,6 +223,11 @@ class Generation:
             chunks = iter(stream)
             answer = self.answer
             last_yield = time.perf_counter()
+            # the event loop's pass count: when it moved, this greenlet waited for the
+            # upstream and every other one had its turn (gevent's libuv loop always says
+            # -1: then it yields by the clock alone)
+            loop = gevent.get_hub().loop
+            seen = loop.iteration
             while True:
                 if answer.finish_reason is None:
                     chunk = next(chunks, None)
@@ -235,7 +240,10 @@ class Generation:
                 if self.events == 1:
                     self.metrics.observe_first_chunk(time.monotonic() - started)
                 now = time.perf_counter()
-                if now - last_yield >= YIELD_EVERY:
+                if loop.iteration != seen:
+                    seen = loop.iteration
+                    last_yield = now
+                elif now - last_yield >= YIELD_EVERY:
                     gevent.sleep(0)  # let readers and the other generations run
                     last_yield = time.perf_counter()
         finally:
