@@ -19,6 +19,11 @@ It is stopped by :meth:`Generation.stop`, which throws :class:`Stop` into its
 greenlet: the exception lands where it waits (on the upstream socket, most
 likely), and the ``finally`` that closes the upstream response is what stops the
 billing.
+
+With a store shared between processes (Redis), a chunk costs a round trip to
+append: a generation puts its chunks in its outbox and the process's one
+:class:`Writer` appends every generation's outbox in one call per round trip,
+while the generations go on reading their upstreams.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from .store import SessionInfo
 from .store import Store
 from .upstream import Upstream
 
-__all__ = ["Generation", "Stop"]
+__all__ = ["Generation", "Stop", "Writer"]
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +85,10 @@ class Generation:
     :param max_log_bytes: bytes of event data kept.
     :param metrics: told when it ends.
     :param budgets: told what it spent when it ends, when budgets are set.
-    :param spawn: starts a greenlet (the Redis writer).
+    :param spawn: starts its greenlet.
     :param on_end: called once its terminal event is written (or failed to be).
+    :param writer: appends its chunks in batches (with a store shared between
+        processes); without one, each chunk is appended in place.
     """
 
     def __init__(
@@ -96,6 +103,7 @@ class Generation:
         spawn: Spawn,
         budgets: Budgets | None = None,
         on_end: t.Callable[[Generation], None],
+        writer: Writer | None = None,
     ) -> None:
         self.session = session
         self.store = store
@@ -119,17 +127,15 @@ class Generation:
         self.stoppable = True
         #: since when no reader has been attached (monotonic), ``None`` while one is
         self.alone_since: float | None = None
-        # A store shared between processes (Redis) costs a round trip per append:
-        # chunks queue in an outbox that a writer greenlet appends in batches. The
-        # memory store appends in place.
-        self._batched = store.shared
-        self._outbox: list[tuple[str, str]] = []
-        #: the writer greenlet, started with the first chunk, for the whole answer
-        self._writer: gevent.greenlet.Greenlet | None = None
-        #: set when the outbox has events, or the answer ended: the writer wakes
-        self._wake = gevent.event.Event()
-        self._ending = False
-        self._write_error: errors.StoreUnavailable | None = None
+        self.writer = writer
+        #: chunks the writer has not taken yet
+        self.outbox: list[tuple[str, str]] = []
+        #: the writer holds chunks of this generation (in its queue, or in flight)
+        self.writing = False
+        #: set by the writer each time it is done with this generation's chunks
+        self.written = gevent.event.Event()
+        #: the failure of an append of the writer: the generation ends with it
+        self.write_error: errors.StoreUnavailable | None = None
         #: ``(name, data)`` of the terminal event when the store failed to take it
         self.unwritten: tuple[str, str] | None = None
         #: the greenlet has begun :meth:`run` (a kill before that would keep it
@@ -182,10 +188,9 @@ class Generation:
             failure = errors.InternalError()
         finally:
             self.stoppable = False
-        if self._writer is not None:
-            self._ending = True
-            self._wake.set()
-            self._writer.join()  # every chunk before the terminal event
+        while self.writing:  # every chunk before the terminal event
+            self.written.clear()
+            self.written.wait()
         if failure is not None:
             terminal, outcome = ("error", error_data(failure)), failure.code
         else:
@@ -278,30 +283,75 @@ class Generation:
         if self.first_chunk_at is None:
             self.first_chunk_at = time.perf_counter()
         self.events += 1
-        if not self._batched:
+        if self.writer is None:
             self.store.append(self.session.id, "chunk", data)
             return
-        if self._write_error is not None:
-            raise self._write_error
-        self._outbox.append(("chunk", data))
-        if self._writer is None:
-            self._writer = self.spawn(self._write)
-        self._wake.set()
+        if self.write_error is not None:
+            raise self.write_error
+        self.outbox.append(("chunk", data))
+        if not self.writing:
+            self.writing = True
+            self.writer.queue(self)
 
-    def _write(self) -> None:
-        """Append what queues up in the outbox, a batch per round trip, until the
-        answer ended: one greenlet for the whole answer, woken by an event (a
-        greenlet spawned per chunk cost more than the rest of the writing).
-        """
+
+class Writer:
+    """Appends the chunks of every generation of a process to a store shared between
+    processes, in one call per round trip (:meth:`Store.append_batches`): what all
+    the generations put in their outboxes while a round trip was in flight goes in
+    the next.
+
+    One greenlet for the process, running while there is something to append — not
+    one per answer woken for every chunk: a generation queues itself when its outbox
+    gets its first chunk, and goes on reading its upstream.
+
+    :param store: the shared store.
+    :param spawn: starts the writer's greenlet.
+    """
+
+    def __init__(self, store: Store, spawn: Spawn) -> None:
+        self.store = store
+        self.spawn = spawn
+        #: generations with chunks to append, by session id, in the order they came
+        self._queue: dict[str, Generation] = {}
+        self._greenlet: gevent.greenlet.Greenlet | None = None
+
+    def queue(self, generation: Generation) -> None:
+        """Append ``generation``'s outbox with the next round trip; it is told in
+        ``written``/``write_error``, and ``writing`` falls once it is all appended."""
+        self._queue[generation.session.id] = generation
+        if self._greenlet is None:
+            self._greenlet = self.spawn(self._run)
+
+    def _run(self) -> None:
+        queued: dict[str, Generation] = {}
         try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                while self._outbox:
-                    batch, self._outbox = self._outbox, []
-                    self.store.append_many(self.session.id, batch)
-                if self._ending:
-                    return
-        except errors.StoreUnavailable as exc:
-            self._write_error = exc
-            self._outbox.clear()
+            while self._queue:
+                queued, self._queue = self._queue, {}
+                batches: dict[str, list[tuple[str, str]]] = {}
+                for session_id, generation in queued.items():
+                    batches[session_id], generation.outbox = generation.outbox, []
+                try:
+                    results = self.store.append_batches(batches)
+                except errors.StoreUnavailable as exc:
+                    results = dict.fromkeys(batches, exc)
+                for session_id, generation in queued.items():
+                    result = results[session_id]
+                    if isinstance(result, errors.StoreUnavailable):
+                        generation.write_error = result
+                        generation.outbox.clear()
+                    if generation.outbox:  # more came meanwhile: with the next trip
+                        self._queue.setdefault(session_id, generation)
+                    else:
+                        generation.writing = False
+                    generation.written.set()
+                queued = {}
+        finally:
+            self._greenlet = None
+            # killed: the generations it held are told, nobody else would append
+            for generation in [*queued.values(), *self._queue.values()]:
+                if generation.writing:
+                    generation.write_error = errors.StoreUnavailable()
+                    generation.outbox.clear()
+                    generation.writing = False
+                    generation.written.set()
+            self._queue = {}

@@ -51,6 +51,7 @@ from .chunks import error_data
 from .generation import Generation
 from .generation import Spawn
 from .generation import Stop
+from .generation import Writer
 from .metrics import Metrics
 from .store import Event
 from .store import GenerationSignals
@@ -139,6 +140,9 @@ class Relay:
         self.clock = clock
         #: generations running in this process, by session id
         self.running: dict[str, Generation] = {}
+        #: appends their chunks in batches, with a store shared between processes
+        #: (a round trip per append); the memory store appends in place
+        self.writer = Writer(store, spawn) if store.shared else None
         #: readers open in this process, by session id
         self._readers: dict[str, int] = {}
         #: terminal events of ended generations that the store failed to take
@@ -231,6 +235,7 @@ class Relay:
             budgets=self.budgets,
             spawn=self.spawn,
             on_end=self._ended,
+            writer=self.writer,
         )
         generation.start()
         self.metrics.generation_started()

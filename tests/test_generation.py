@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import typing as t
 
 import gevent
 
-from bench.fake_chunks import make_chunk
 from ngai_chat import generation as generation_module
 from ngai_chat import get_services
-from ngai_chat.chunks import Chunk
-from ngai_chat.chunks import parse_chunk
 from ngai_chat.generation import Generation
 from tests.support.helpers import wait_until
+from tests.support.scripted import ScriptedUpstream
+from tests.support.scripted import chunk
+from tests.support.scripted import generation
+from tests.support.scripted import text_stream
 
 
 def test_a_generation_stopped_before_it_began_still_ends_its_log(app: t.Any, client: t.Any) -> None:
@@ -36,61 +36,16 @@ def test_a_generation_stopped_before_it_began_still_ends_its_log(app: t.Any, cli
     assert '"finishReason":"cancelled"' in events[0].data
 
 
-class _Upstream:
-    """An upstream whose answer is ``chunks`` chunks, ``gap`` seconds apart (0: all
-    ready at once, never waiting on the network)."""
-
-    name = "test"
-
-    def __init__(self, chunks: int, gap: float) -> None:
-        self.chunks, self.gap = chunks, gap
-
-    def stream_chat(self, body: dict[str, t.Any], *, referer: str | None) -> t.Any:
-        upstream = self
-
-        class Stream:
-            def __iter__(self) -> t.Iterator[Chunk]:
-                for i in range(upstream.chunks):
-                    if upstream.gap:
-                        gevent.sleep(upstream.gap)  # the loop goes round: others run
-                    chunk = parse_chunk(json.dumps(make_chunk(f"{i} ")).encode())
-                    assert chunk is not None
-                    yield chunk
-                chunk = parse_chunk(json.dumps(make_chunk(None, finish_reason="stop")).encode())
-                assert chunk is not None
-                yield chunk
-
-            def close(self) -> None:
-                pass
-
-        return Stream()
-
-    def list_models(self) -> dict[str, t.Any]:
-        return {"data": []}
-
-    def close(self) -> None:
-        pass
-
-
-def _run(app: t.Any, client: t.Any, upstream: _Upstream) -> Generation:
+def _run(app: t.Any, client: t.Any, upstream: ScriptedUpstream) -> Generation:
     prepared = client.post("/prepare", json={"messages": [{"role": "user", "content": "Hi"}]})
     session_id = prepared.get_json()["sessionId"]
     with app.app_context():
         services = get_services()
         session = services.store.get(session_id)
         assert session is not None
-        generation = Generation(
-            session,
-            store=services.store,
-            upstream=upstream,
-            max_events=100_000,
-            max_log_bytes=100_000_000,
-            metrics=services.metrics,
-            spawn=gevent.spawn,
-            on_end=lambda _: None,
-        )
-        gevent.spawn(generation.run).join(timeout=30)
-    return generation
+        relayed = generation(services.store, session, upstream)
+        gevent.spawn(relayed.run).join(timeout=30)
+    return relayed
 
 
 def test_an_upstream_that_never_waits_does_not_starve_the_others(app: t.Any, client: t.Any) -> None:
@@ -107,8 +62,8 @@ def test_an_upstream_that_never_waits_does_not_starve_the_others(app: t.Any, cli
     gevent.sleep(0)
     try:
         before = len(ran)
-        generation = _run(app, client, _Upstream(20_000, 0.0))
-        assert generation.events == 20_001
+        relayed = _run(app, client, ScriptedUpstream(text_stream(*["x"] * 20_000)))
+        assert relayed.events == 20_002
         assert len(ran) - before > 5  # it had turns while the 20,000 chunks went by
     finally:
         beside.kill()
@@ -128,6 +83,7 @@ def test_an_upstream_that_waits_between_chunks_costs_no_extra_yield(
         sleep(seconds)
 
     monkeypatch.setattr(generation_module.gevent, "sleep", counting_sleep)
-    generation = _run(app, client, _Upstream(50, 0.002))
-    assert generation.events == 51
-    assert len(yields) <= 2  # (the test's own upstream sleeps are not 0)
+    steps = [step for n in range(50) for step in (0.002, chunk(f"{n} "))]
+    relayed = _run(app, client, ScriptedUpstream([*steps, chunk("", finish="stop")]))
+    assert relayed.events == 51
+    assert len(yields) <= 2  # (the upstream's own pauses are not 0)

@@ -14,14 +14,21 @@ import typing as t
 import uuid
 from pathlib import Path
 
+import gevent
+import gevent.event
 import pytest
 import redis
 
+from ngai_chat.errors import StoreUnavailable
+from ngai_chat.generation import Writer
 from ngai_chat.store import SessionInfo
 from ngai_chat.store import store_from_url
 from ngai_chat.store.redis import RedisStore
 from ngai_chat.store.redis import _Append
 from tests.support.helpers import wait_until
+from tests.support.scripted import ScriptedUpstream
+from tests.support.scripted import chunk
+from tests.support.scripted import generation
 
 pytestmark = pytest.mark.redis
 
@@ -282,3 +289,124 @@ def test_a_reader_following_another_process_takes_the_tails_entries(
         assert pipelines == [1]
     finally:
         elsewhere.close()
+
+
+def test_append_batches_make_one_round_trip_and_fail_per_session(store: RedisStore) -> None:
+    """Several sessions' events in one call of the append script; one that fails (a
+    key of the wrong type) gets its own failure, the others their ids, mirrored here."""
+    good, other = claimed(store), claimed(store)
+    with redis.Redis.from_url(store_url(store)) as client:
+        client.set(f"{store.key_prefix}s:wrong-type", "x")
+    round_trips = count_calls(store._together, "_run")
+    results = store.append_batches(
+        {
+            good: [("chunk", "a"), ("chunk", "b")],
+            "wrong-type": [("chunk", "c")],
+            other: [("chunk", "d")],
+        }
+    )
+    assert round_trips == [1]
+    assert results[good] == [1, 2]
+    assert results[other] == [1]
+    assert isinstance(results["wrong-type"], StoreUnavailable)
+    assert "Redis" in str(results["wrong-type"])  # no WRONGTYPE text for a client
+    assert [e.data for e in store.read(good, 0, 0)] == ["a", "b"]  # from this process's copy
+
+
+def _answer(chunks: int, pause: float) -> list[t.Any]:
+    steps = [step for n in range(chunks) for step in (pause, chunk(f"{n} "))]
+    return [*steps, chunk("", finish="stop")]
+
+
+def _texts(store: RedisStore, session_id: str) -> list[str]:
+    events, after = [], 0
+    while batch := store.read(session_id, after, 0):
+        events += batch
+        after = batch[-1].id
+    return [e.data if e.name == "chunk" else e.name for e in events]
+
+
+def test_the_writer_appends_every_generations_chunks_together(store: RedisStore) -> None:
+    """50 generations whose chunks come at the same moments: one writer appends the
+    chunks of all of them in one round trip per moment, each log exact."""
+    sessions = [store.get(claimed(store)) for _ in range(WRITERS)]
+    batches: list[int] = []
+    chunks = [0]
+    append_batches = store.append_batches
+
+    def counting(appends: t.Any) -> t.Any:
+        batches.append(len(appends))
+        chunks[0] += sum(len(events) for events in appends.values())
+        return append_batches(appends)
+
+    store.append_batches = counting  # type: ignore[method-assign]
+    writer = Writer(store, gevent.spawn)
+    generations = [
+        generation(store, session, ScriptedUpstream(_answer(10, 0.02)), writer)
+        for session in sessions
+        if session is not None
+    ]
+    gevent.joinall([gevent.spawn(g.run) for g in generations], timeout=60)
+    assert chunks == [11 * WRITERS]  # every chunk (10 and the finish) went through it
+    assert len(batches) <= 30, batches  # ~11 moments, not 550 chunks
+    assert max(batches) >= WRITERS / 2
+    for g in generations:
+        texts = _texts(store, g.session.id)
+        assert texts[-1] == "done"
+        assert [json.loads(text)["choices"][0]["delta"]["content"] for text in texts[:10]] == [
+            f"{n} " for n in range(10)
+        ]
+
+
+def test_a_generation_whose_appends_fail_ends_alone(store: RedisStore) -> None:
+    """One session's appends fail (its hash became a string): its generation ends
+    with the store's failure, the others beside it in the same round trips finish."""
+    sessions = [store.get(claimed(store)) for _ in range(3)]
+    assert all(sessions)
+    broken = sessions[0]
+    assert broken is not None
+    writer = Writer(store, gevent.spawn)
+    generations = [
+        generation(store, session, ScriptedUpstream(_answer(10, 0.01)), writer)
+        for session in sessions
+        if session is not None
+    ]
+    greenlets = [gevent.spawn(g.run) for g in generations]
+    wait_until(lambda: generations[0].events >= 3, 10, "the first chunks", sleep=gevent.sleep)
+    with redis.Redis.from_url(store_url(store)) as client:
+        client.delete(f"{store.key_prefix}s:{broken.id}")
+        client.set(f"{store.key_prefix}s:{broken.id}", "x")
+    gevent.joinall(greenlets, timeout=30)
+    assert isinstance(generations[0].write_error, StoreUnavailable)
+    assert generations[0].events < 11  # it stopped relaying
+    for g in generations[1:]:
+        assert g.write_error is None
+        assert _texts(store, g.session.id)[-1] == "done"
+        assert len(_texts(store, g.session.id)) == 12
+
+
+def test_a_writer_killed_mid_round_trip_tells_its_generations() -> None:
+    """Nobody else would append their chunks: they end with a store failure instead
+    of waiting for ever for their chunks to be written."""
+    stuck = gevent.event.Event()
+
+    class StuckStore:
+        shared = True
+
+        def append_batches(self, batches: t.Any) -> t.Any:
+            stuck.wait()
+
+    session = SessionInfo(
+        id="s1", request={"model": "m", "messages": []}, referer=None, expires_at=time.time()
+    )
+    writer = Writer(t.cast(t.Any, StuckStore()), gevent.spawn)
+    waiting = generation(t.cast(t.Any, StuckStore()), session, ScriptedUpstream([]), writer)
+    waiting.outbox.append(("chunk", "{}"))
+    waiting.writing = True
+    writer.queue(waiting)
+    gevent.sleep(0.01)  # the writer is in its round trip
+    assert writer._greenlet is not None
+    writer._greenlet.kill()
+    assert waiting.writing is False
+    assert waiting.written.is_set()
+    assert isinstance(waiting.write_error, StoreUnavailable)

@@ -36,6 +36,7 @@ import dataclasses
 import typing as t
 
 from .. import sse
+from ..errors import StoreUnavailable
 
 __all__ = [
     "TERMINAL_EVENTS",
@@ -241,6 +242,15 @@ class Store(t.Protocol):
 
         :return: the new events' ids: fewer than given when a terminal event
             ended the log, none when it had ended already or the session is gone.
+        """
+
+    def append_batches(
+        self, batches: t.Mapping[str, t.Sequence[tuple[str, str]]]
+    ) -> dict[str, list[int] | StoreUnavailable]:
+        """:meth:`append_many` for several sessions at once (one round trip for all,
+        with a store shared between processes).
+
+        :return: by session, the ids appended, or the failure it got.
         """
 
     def read(self, session_id: str, after: int, timeout: float) -> list[Event]:

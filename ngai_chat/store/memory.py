@@ -26,6 +26,7 @@ import typing as t
 
 import gevent.event
 
+from ..errors import StoreUnavailable
 from .base import TERMINAL_EVENTS
 from .base import ClientAtLimit
 from .base import Event
@@ -249,6 +250,11 @@ class MemoryStore:
         if entry.waiting:
             changed, entry.changed, entry.waiting = entry.changed, gevent.event.Event(), 0
             changed.set()
+
+    def append_batches(
+        self, batches: t.Mapping[str, t.Sequence[tuple[str, str]]]
+    ) -> dict[str, list[int] | StoreUnavailable]:
+        return {sid: self.append_many(sid, events) for sid, events in batches.items()}
 
     def read(self, session_id: str, after: int, timeout: float) -> list[Event]:
         entry = self._live(session_id)

@@ -254,7 +254,8 @@ class _Together(t.Generic[_I]):
 
     :param run: runs a list of calls in one round trip and returns their replies
         (``RedisStore._run_together``).
-    :param most: calls per round trip at most, so that one reply stays small.
+    :param most: calls per round trip at most, so that one reply stays small (the
+        calls of one :meth:`call_all` go together, however many).
     :param interval: seconds between the starts of two round trips, at least.
     """
 
@@ -284,12 +285,19 @@ class _Together(t.Generic[_I]):
         :raises redis.RedisError: the call failed, or its pipeline's connection did.
         :raises OSError: the connection failed.
         """
+        return _reply(self.call_all([call])[0])
+
+    def call_all(self, calls: t.Sequence[_I]) -> list[t.Any]:
+        """The calls' replies, each the call's result or the error it got (a
+        connection's error for all of them when the round trip failed): every one
+        goes in the same round trip.
+        """
         with self._lock:
             batch = self._open
-            if len(batch.calls) >= self._most:
+            if batch.calls and len(batch.calls) + len(calls) > self._most:
                 batch = self._open = _Batch()
             index = len(batch.calls)
-            batch.calls.append(call)
+            batch.calls += calls
             killed = None
             if index == 0:  # the first: send it when no round trip is in flight
                 killed = self._wait_turn()
@@ -301,7 +309,7 @@ class _Together(t.Generic[_I]):
                 raise killed
         else:
             batch.done.wait()
-        return _reply(batch.replies[index])
+        return batch.replies[index : index + len(calls)]
 
     def _wait_turn(self) -> BaseException | None:
         """Wait (holding the lock) until no round trip is in flight, and start one.
@@ -350,6 +358,14 @@ def _text(value: str) -> bytes:
     return value.encode("utf-8", "surrogatepass")
 
 
+def _encoded(events: t.Sequence[tuple[str, str]]) -> list[str | bytes]:
+    """Name, data and terminal flag of each event, as the append script takes them."""
+    encoded: list[str | bytes] = []
+    for name, data in events:
+        encoded += [_text(name), _text(data), "1" if name in TERMINAL_EVENTS else "0"]
+    return encoded
+
+
 def _wrap_errors(method: t.Callable[_P, _R]) -> t.Callable[_P, _R]:
     """Translate any Redis or socket failure into :class:`StoreUnavailable`.
 
@@ -362,11 +378,18 @@ def _wrap_errors(method: t.Callable[_P, _R]) -> t.Callable[_P, _R]:
         try:
             return method(*args, **kwargs)
         except (redis.RedisError, OSError) as exc:
-            raise StoreUnavailable(
-                "The session store (Redis) is unreachable or failing; try again shortly."
-            ) from exc
+            raise _unavailable(exc) from exc
 
     return wrapper
+
+
+def _unavailable(cause: BaseException) -> StoreUnavailable:
+    """The store's failure as callers see it (``cause`` as its cause)."""
+    failure = StoreUnavailable(
+        "The session store (Redis) is unreachable or failing; try again shortly."
+    )
+    failure.__cause__ = cause
+    return failure
 
 
 class RedisStore:
@@ -685,18 +708,40 @@ class RedisStore:
         except StoreUnavailable:
             self._local.record(session_id, None)
             raise
+        self._mirror(session_id, events, ids)
+        return ids
+
+    def append_batches(
+        self, batches: t.Mapping[str, t.Sequence[tuple[str, str]]]
+    ) -> dict[str, list[int] | StoreUnavailable]:
+        """Append the events of several sessions in one round trip (one call of the
+        append script), each session's as :meth:`append_many` would.
+
+        :return: by session, the ids appended, or its failure (its own, or the
+            connection's for all).
+        """
+        appends = [_Append(session_id, _encoded(events)) for session_id, events in batches.items()]
+        replies = self._together.call_all(appends)
+        results: dict[str, list[int] | StoreUnavailable] = {}
+        for (session_id, events), reply in zip(batches.items(), replies, strict=True):
+            if isinstance(reply, redis.RedisError | OSError):
+                self._local.record(session_id, None)
+                results[session_id] = _unavailable(reply)
+            else:
+                ids = results[session_id] = [int(new_id) for new_id in reply]
+                self._mirror(session_id, events, ids)
+        return results
+
+    def _mirror(self, session_id: str, events: t.Sequence[tuple[str, str]], ids: list[int]) -> None:
+        """Keep what was appended in this process's copy of the log."""
         if events and not ids:  # ended by someone else: stop mirroring it
             self._local.record(session_id, None)
         for new_id, (name, data) in zip(ids, events, strict=False):
             self._local.record(session_id, (new_id, name, data))
-        return ids
 
     @_wrap_errors
     def _append_to_redis(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
-        encoded: list[str | bytes] = []
-        for name, data in events:
-            encoded += [_text(name), _text(data), "1" if name in TERMINAL_EVENTS else "0"]
-        ids = self._together.call(_Append(session_id, encoded))
+        ids = self._together.call(_Append(session_id, _encoded(events)))
         return [int(new_id) for new_id in ids]
 
     def _run_together(self, items: t.Sequence[_Call | _Append]) -> list[t.Any]:

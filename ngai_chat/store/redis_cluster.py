@@ -686,6 +686,32 @@ class ClusterStore(RedisStore):
             _reply(indexed)
         return True
 
+    def append_batches(
+        self, batches: t.Mapping[str, t.Sequence[tuple[str, str]]]
+    ) -> dict[str, list[int] | errors.StoreUnavailable]:
+        """Each session's :meth:`append_many` (a script call per session, in its own
+        slot), all at once: they go in one pipeline of the group commit."""
+        results: dict[str, list[int] | errors.StoreUnavailable] = {}
+
+        def append(session_id: str, events: t.Sequence[tuple[str, str]]) -> None:
+            try:
+                results[session_id] = self.append_many(session_id, events)
+            except errors.StoreUnavailable as exc:
+                results[session_id] = exc
+
+        if len(batches) == 1:
+            append(*next(iter(batches.items())))
+            return results
+        threads = [
+            threading.Thread(target=append, args=item, daemon=True) for item in batches.items()
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        failed = errors.StoreUnavailable("The session store (Redis) failed to append.")
+        return {session_id: results.get(session_id, failed) for session_id in batches}
+
     @_wrap_errors
     def _append_to_redis(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
         expected, floor = self._written.get(session_id, -1), 0

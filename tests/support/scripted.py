@@ -14,9 +14,14 @@ import gevent
 
 from bench.fake_chunks import make_chunk
 from ngai_chat import errors
+from ngai_chat.generation import Generation
+from ngai_chat.generation import Writer
+from ngai_chat.metrics import Metrics
+from ngai_chat.store import SessionInfo
+from ngai_chat.store import Store
 from ngai_chat.upstream import Chunk
 
-__all__ = ["ScriptedUpstream", "chunk", "text_stream"]
+__all__ = ["ScriptedUpstream", "chunk", "generation", "text_stream"]
 
 
 def chunk(content: str | None = None, *, finish: str | None = None, **extra: t.Any) -> dict:
@@ -97,3 +102,21 @@ class ScriptedUpstream:
 
     def close(self) -> None:
         return None
+
+
+def generation(
+    store: Store, session: SessionInfo, upstream: ScriptedUpstream, writer: Writer | None = None
+) -> Generation:
+    """A generation of ``session`` (claimed) on ``upstream``, as the relay makes
+    one, not started: ``gevent.spawn(generation.run)`` runs it."""
+    return Generation(
+        session,
+        store=store,
+        upstream=upstream,
+        max_events=100_000,
+        max_log_bytes=100_000_000,
+        metrics=Metrics(),
+        spawn=gevent.spawn,
+        on_end=lambda _: None,
+        writer=writer,
+    )
