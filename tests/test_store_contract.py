@@ -315,6 +315,33 @@ class TestStoreContract:
         ]
         assert not any(e.terminal for e in events)
 
+    def test_append_batches_appends_each_sessions_as_append_many(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """Several sessions at once: each gets its ids in order, a log that ends in
+        the batch takes nothing after its terminal event, a gone session none."""
+        first, second, ended = (claimed_session(store, clock) for _ in range(3))
+        store.append(first.id, "chunk", "0")
+        results = store.append_batches(
+            {
+                first.id: [("chunk", "1"), ("chunk", "2")],
+                second.id: [("chunk", "a")],
+                ended.id: [("chunk", "x"), ("done", "{}"), ("chunk", "late")],
+                "no-such-session": [("chunk", "?")],
+            }
+        )
+        assert results == {
+            first.id: [2, 3],
+            second.id: [1],
+            ended.id: [1, 2],
+            "no-such-session": [],
+        }
+        assert [e.data for e in store.read(first.id, 0, timeout=1)] == ["0", "1", "2"]
+        assert [(e.name, e.data) for e in store.read(ended.id, 0, timeout=1)] == [
+            ("chunk", "x"),
+            ("done", "{}"),
+        ]
+
     def test_read_after_n_resumes_exactly(self, store: Store, clock: FakeClock) -> None:
         session = claimed_session(store, clock)
         for i in range(1, 13):
