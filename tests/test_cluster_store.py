@@ -205,14 +205,14 @@ def test_after_an_append_that_failed_unseen_the_next_id_is_past_it(
     sid = running(store)
     for i in range(3):
         store.append(sid, "chunk", f'"{i}"')
-    real = store._together.call
+    real = store._together.call_all
 
-    def failing(call: t.Any) -> t.Any:
+    def failing(calls: t.Any) -> t.Any:
         if written:
-            real(call)  # written (and maybe read elsewhere), then the reply is lost
+            real(calls)  # written (and maybe read elsewhere), then the reply is lost
         raise redis.ConnectionError("the node went away")
 
-    monkeypatch.setattr(store._together, "call", failing)
+    monkeypatch.setattr(store._together, "call_all", failing)
     with pytest.raises(Exception, match="unreachable"):
         store.append(sid, "chunk", '"3"')
     monkeypatch.undo()

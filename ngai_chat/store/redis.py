@@ -703,46 +703,66 @@ class RedisStore:
             terminal event ended the log, none when it had ended already or the
             session is gone.
         """
-        try:
-            ids = self._append_to_redis(session_id, events)
-        except StoreUnavailable:
-            self._local.record(session_id, None)
-            raise
-        self._mirror(session_id, events, ids)
+        ids = self.append_batches({session_id: events})[session_id]
+        if isinstance(ids, StoreUnavailable):
+            raise ids
         return ids
 
     def append_batches(
         self, batches: t.Mapping[str, t.Sequence[tuple[str, str]]]
     ) -> dict[str, list[int] | StoreUnavailable]:
-        """Append the events of several sessions in one round trip (one call of the
-        append script), each session's as :meth:`append_many` would.
+        """Append the events of several sessions in one round trip, each session's
+        as :meth:`append_many` would (one call of the append script for all).
 
         :return: by session, the ids appended, or its failure (its own, or the
             connection's for all).
         """
-        appends = [_Append(session_id, _encoded(events)) for session_id, events in batches.items()]
-        replies = self._together.call_all(appends)
-        results: dict[str, list[int] | StoreUnavailable] = {}
-        for (session_id, events), reply in zip(batches.items(), replies, strict=True):
-            if isinstance(reply, redis.RedisError | OSError):
+        try:
+            planned = [self._append_call(sid, events) for sid, events in batches.items()]
+        except self._failures as exc:  # not even connected: nothing was sent
+            for session_id in batches:
                 self._local.record(session_id, None)
-                results[session_id] = _unavailable(reply)
-            else:
-                ids = results[session_id] = [int(new_id) for new_id in reply]
-                self._mirror(session_id, events, ids)
+            return dict.fromkeys(batches, _unavailable(exc))
+        try:
+            replies = self._together.call_all([call for call, _ in planned])
+        except self._failures as exc:
+            replies = [exc] * len(planned)
+        results: dict[str, list[int] | StoreUnavailable] = {}
+        for (session_id, events), (_, plan), reply in zip(
+            batches.items(), planned, replies, strict=True
+        ):
+            try:
+                ids = results[session_id] = self._appended(session_id, events, plan, reply)
+            except StoreUnavailable as exc:
+                self._local.record(session_id, None)
+                results[session_id] = exc
+                continue
+            if events and not ids:  # ended by someone else: stop mirroring it
+                self._local.record(session_id, None)
+            for new_id, (name, data) in zip(ids, events, strict=False):
+                self._local.record(session_id, (new_id, name, data))
         return results
 
-    def _mirror(self, session_id: str, events: t.Sequence[tuple[str, str]], ids: list[int]) -> None:
-        """Keep what was appended in this process's copy of the log."""
-        if events and not ids:  # ended by someone else: stop mirroring it
-            self._local.record(session_id, None)
-        for new_id, (name, data) in zip(ids, events, strict=False):
-            self._local.record(session_id, (new_id, name, data))
+    #: what a call to Redis raises when Redis (or the connection) failed
+    _failures: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
-    @_wrap_errors
-    def _append_to_redis(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
-        ids = self._together.call(_Append(session_id, _encoded(events)))
-        return [int(new_id) for new_id in ids]
+    def _append_call(
+        self, session_id: str, events: t.Sequence[tuple[str, str]]
+    ) -> tuple[_Call | _Append, t.Any]:
+        """The call that appends ``events`` to the session's log, for the group
+        commit, and what :meth:`_appended` needs to know of it."""
+        return _Append(session_id, _encoded(events)), None
+
+    def _appended(
+        self, session_id: str, events: t.Sequence[tuple[str, str]], plan: t.Any, reply: t.Any
+    ) -> list[int]:
+        """The ids that an append call's reply says.
+
+        :raises StoreUnavailable: the call failed.
+        """
+        if isinstance(reply, self._failures):
+            raise _unavailable(reply)
+        return [int(new_id) for new_id in reply]
 
     def _run_together(self, items: t.Sequence[_Call | _Append]) -> list[t.Any]:
         """Run what :class:`_Together` queued in one round trip: every append in

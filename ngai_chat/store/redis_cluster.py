@@ -686,34 +686,12 @@ class ClusterStore(RedisStore):
             _reply(indexed)
         return True
 
-    def append_batches(
-        self, batches: t.Mapping[str, t.Sequence[tuple[str, str]]]
-    ) -> dict[str, list[int] | errors.StoreUnavailable]:
-        """Each session's :meth:`append_many` (a script call per session, in its own
-        slot), all at once: they go in one pipeline of the group commit."""
-        results: dict[str, list[int] | errors.StoreUnavailable] = {}
+    _failures = (redis.RedisError, OSError, RedisClusterException)
 
-        def append(session_id: str, events: t.Sequence[tuple[str, str]]) -> None:
-            try:
-                results[session_id] = self.append_many(session_id, events)
-            except errors.StoreUnavailable as exc:
-                results[session_id] = exc
-
-        if len(batches) == 1:
-            append(*next(iter(batches.items())))
-            return results
-        threads = [
-            threading.Thread(target=append, args=item, daemon=True) for item in batches.items()
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        failed = errors.StoreUnavailable("The session store (Redis) failed to append.")
-        return {session_id: results.get(session_id, failed) for session_id in batches}
-
-    @_wrap_errors
-    def _append_to_redis(self, session_id: str, events: t.Sequence[tuple[str, str]]) -> list[int]:
+    def _append_call(
+        self, session_id: str, events: t.Sequence[tuple[str, str]]
+    ) -> tuple[_Call, tuple[int, int, int | None]]:
+        self._redis  # noqa: B018 - connects (or fails) before anything is taken
         expected, floor = self._written.get(session_id, -1), 0
         unsure = self._unsure.pop(session_id, None)
         if unsure is not None:
@@ -721,14 +699,28 @@ class ClusterStore(RedisStore):
             # read, and then lost to a failover): what comes next is numbered after
             # every id it may have taken, whatever the log holds now.
             expected, floor = -1, unsure
-        try:
-            ids = self._append_script(session_id, events, expected, floor)
-        except (redis.RedisError, OSError, RedisClusterException):
+        return self._append_script_call(session_id, events, expected, floor), (
+            expected,
+            floor,
+            unsure,
+        )
+
+    @_wrap_errors
+    def _appended(
+        self,
+        session_id: str,
+        events: t.Sequence[tuple[str, str]],
+        plan: tuple[int, int, int | None],
+        reply: t.Any,
+    ) -> list[int]:
+        expected, floor, unsure = plan
+        if isinstance(reply, self._failures):
             if expected >= 0 or unsure is not None:
                 if len(self._unsure) >= 100_000:
                     self._unsure.clear()
                 self._unsure[session_id] = max(expected, floor) + len(events)
-            raise
+            raise reply
+        ids = [int(i) for i in reply]
         if ids and ids[0] == -1:
             ids = self._after_mismatch(session_id, events, expected, ids[1])
         if ids:
@@ -746,6 +738,12 @@ class ClusterStore(RedisStore):
     def _append_script(
         self, session_id: str, events: t.Sequence[tuple[str, str]], expected: int, floor: int
     ) -> list[int]:
+        call = self._append_script_call(session_id, events, expected, floor)
+        return [int(i) for i in self._together.call(call)]
+
+    def _append_script_call(
+        self, session_id: str, events: t.Sequence[tuple[str, str]], expected: int, floor: int
+    ) -> _Call:
         args = self._args(
             self.clock(),
             self.max_events,
@@ -757,8 +755,7 @@ class ClusterStore(RedisStore):
         for name, data in events:
             args += [_text(name), _text(data), "1" if name in TERMINAL_EVENTS else "0"]
         self._redis  # noqa: B018 - connects, registering the scripts
-        call = (self._scripts["APPEND"], list(self._keys(session_id)), args)
-        return [int(i) for i in self._together.call(call)]
+        return (self._scripts["APPEND"], list(self._keys(session_id)), args)
 
     def _after_mismatch(
         self, session_id: str, events: t.Sequence[tuple[str, str]], expected: int, last: int
