@@ -85,6 +85,7 @@ from .redis import _LocalLogs
 from .redis import _reply
 from .redis import _text
 from .redis import _Together
+from .redis import _unavailable
 from .redis import _wrap_errors
 
 __all__ = ["CLUSTER_SCHEMES", "ClusterStore", "ClusterTail", "parse_cluster_url"]
@@ -719,7 +720,7 @@ class ClusterStore(RedisStore):
                 if len(self._unsure) >= 100_000:
                     self._unsure.clear()
                 self._unsure[session_id] = max(expected, floor) + len(events)
-            raise reply
+            raise _unavailable(reply)
         ids = [int(i) for i in reply]
         if ids and ids[0] == -1:
             ids = self._after_mismatch(session_id, events, expected, ids[1])
