@@ -9,6 +9,7 @@ import gevent
 from ngai_chat import generation as generation_module
 from ngai_chat import get_services
 from ngai_chat.generation import Generation
+from ngai_chat.store import SessionInfo
 from tests.support.helpers import wait_until
 from tests.support.scripted import ScriptedUpstream
 from tests.support.scripted import chunk
@@ -21,12 +22,10 @@ def test_a_generation_stopped_before_it_began_still_ends_its_log(app: t.Any, cli
     the same chat, in the same greenlet step as the start), it still writes
     ``done``/``cancelled`` and leaves the relay, so that no reader waits forever.
     """
-    prepared = client.post("/prepare", json={"messages": [{"role": "user", "content": "Hi"}]})
-    session_id = prepared.get_json()["sessionId"]
+    session = _prepared(app, client)
+    session_id = session.id
     with app.app_context():
         services = get_services()
-        session = services.store.get(session_id)
-        assert session is not None
         assert services.relay.start(session)  # spawned, not yet run: no switch since
         generation = services.relay.running[session_id]
         generation.stop("cancelled")
@@ -36,14 +35,19 @@ def test_a_generation_stopped_before_it_began_still_ends_its_log(app: t.Any, cli
     assert '"finishReason":"cancelled"' in events[0].data
 
 
-def _run(app: t.Any, client: t.Any, upstream: ScriptedUpstream) -> Generation:
+def _prepared(app: t.Any, client: t.Any) -> SessionInfo:
+    """A session made by ``POST /prepare``, as the store holds it."""
     prepared = client.post("/prepare", json={"messages": [{"role": "user", "content": "Hi"}]})
-    session_id = prepared.get_json()["sessionId"]
     with app.app_context():
-        services = get_services()
-        session = services.store.get(session_id)
-        assert session is not None
-        relayed = generation(services.store, session, upstream)
+        session = get_services().store.get(prepared.get_json()["sessionId"])
+    assert session is not None
+    return session
+
+
+def _run(app: t.Any, client: t.Any, upstream: ScriptedUpstream) -> Generation:
+    session = _prepared(app, client)
+    with app.app_context():
+        relayed = generation(get_services().store, session, upstream)
         gevent.spawn(relayed.run).join(timeout=30)
     return relayed
 
