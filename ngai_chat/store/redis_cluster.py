@@ -700,11 +700,8 @@ class ClusterStore(RedisStore):
             # read, and then lost to a failover): what comes next is numbered after
             # every id it may have taken, whatever the log holds now.
             expected, floor = -1, unsure
-        return self._append_script_call(session_id, events, expected, floor), (
-            expected,
-            floor,
-            unsure,
-        )
+        call = self._append_script_call(session_id, events, expected, floor)
+        return call, (expected, floor, unsure)
 
     @_wrap_errors
     def _appended(
