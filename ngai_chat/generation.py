@@ -245,9 +245,8 @@ class Generation:
                 if self.events == 1:
                     self.metrics.observe_first_chunk(time.monotonic() - started)
                 now = time.perf_counter()
-                if loop.iteration != seen:
-                    seen = loop.iteration
-                    last_yield = now
+                if (turn := loop.iteration) != seen:
+                    seen, last_yield = turn, now
                 elif now - last_yield >= YIELD_EVERY:
                     gevent.sleep(0)  # let readers and the other generations run
                     last_yield = time.perf_counter()

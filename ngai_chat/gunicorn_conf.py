@@ -28,7 +28,6 @@ from ngai_chat.config import load_server_settings
 from ngai_chat.config import load_settings
 from ngai_chat.log import emit
 from ngai_chat.log import startup_notices
-from ngai_chat.worker import GC_THRESHOLDS  # noqa: F401 - what a worker sets
 from ngai_chat.worker import tune_gc
 
 try:

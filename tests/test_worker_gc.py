@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ngai_chat import gunicorn_conf
+from ngai_chat.worker import GC_THRESHOLDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +38,6 @@ def test_a_started_worker_freezes_what_start_up_made_and_collects_less_often() -
     result = json.loads(done.stdout)
     assert result["before"]["thresholds"] == [700, 10, 10]
     assert result["before"]["frozen"] == 0
-    assert result["after"]["thresholds"] == list(gunicorn_conf.GC_THRESHOLDS)
+    assert result["after"]["thresholds"] == list(GC_THRESHOLDS)
     assert result["after"]["thresholds"][0] >= 10 * 700
     assert result["after"]["frozen"] > 10_000  # the app's modules and objects

@@ -80,6 +80,7 @@ from .base import SessionInfo
 from .redis import RedisStore
 from .redis import _Append
 from .redis import _Call
+from .redis import _encoded
 from .redis import _LocalLog
 from .redis import _LocalLogs
 from .redis import _reply
@@ -750,10 +751,7 @@ class ClusterStore(RedisStore):
             floor,
             self._channel(session_id),
         )
-        for name, data in events:
-            args += [_text(name), _text(data), "1" if name in TERMINAL_EVENTS else "0"]
-        self._redis  # noqa: B018 - connects, registering the scripts
-        return (self._scripts["APPEND"], list(self._keys(session_id)), args)
+        return self._call("APPEND", list(self._keys(session_id)), [*args, *_encoded(events)])
 
     def _after_mismatch(
         self, session_id: str, events: t.Sequence[tuple[str, str]], expected: int, last: int
