@@ -343,15 +343,29 @@ def test_the_writer_appends_every_generations_chunks_together(store: RedisStore)
 
     store.append_batches = counting  # type: ignore[method-assign]
     writer = Writer(store, gevent.spawn)
+    # The moments: every generation waits at gate n for its chunk n; a gate opens
+    # once all of them have relayed the chunk before it (not after a pause, which a
+    # loaded machine would stretch into moments of their own).
+    gates = [gevent.event.Event() for _ in range(10)]
+    answer = [step for n, gate in enumerate(gates) for step in (gate, chunk(f"{n} "))]
     generations = [
-        generation(store, session, ScriptedUpstream(_answer(10, 0.02)), writer)
+        generation(store, session, ScriptedUpstream([*answer, chunk("", finish="stop")]), writer)
         for session in sessions
         if session is not None
     ]
-    gevent.joinall([gevent.spawn(g.run) for g in generations], timeout=60)
+    greenlets = [gevent.spawn(g.run) for g in generations]
+    for n, gate in enumerate(gates):
+        wait_until(
+            lambda n=n: all(g.events >= n for g in generations),
+            10,
+            f"every generation's chunk {n - 1}",
+            sleep=gevent.sleep,
+        )
+        gate.set()
+    gevent.joinall(greenlets, timeout=60)
     assert chunks == [11 * WRITERS]  # every chunk (10 and the finish) went through it
-    assert len(batches) <= 30, batches  # ~11 moments, not 550 chunks
-    assert max(batches) >= WRITERS / 2
+    assert len(batches) <= 15, batches  # 10 moments, not 550 chunks
+    assert max(batches) == WRITERS
     for g in generations:
         texts = _texts(store, g.session.id)
         assert texts[-1] == "done"

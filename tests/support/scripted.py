@@ -11,6 +11,7 @@ import json
 import typing as t
 
 import gevent
+import gevent.event
 
 from bench.fake_chunks import make_chunk
 from ngai_chat import errors
@@ -55,6 +56,9 @@ class _Stream:
             if isinstance(step, int | float):
                 gevent.sleep(step)
                 continue
+            if isinstance(step, gevent.event.Event):  # a gate the test opens
+                step.wait()
+                continue
             if isinstance(step, str):  # raw JSON text, passed as received
                 yield Chunk(step, json.loads(step))
                 continue
@@ -67,7 +71,8 @@ class _Stream:
 
 class ScriptedUpstream:
     """Answers every request with ``steps``: chunk dicts, raw JSON strings,
-    numbers (seconds to pause) and exceptions (raised where they stand).
+    numbers (seconds to pause), gates (a :class:`gevent.event.Event` waited on) and
+    exceptions (raised where they stand).
 
     :param refuse: raised by ``stream_chat`` itself (an upstream HTTP error).
     """
