@@ -382,16 +382,24 @@ def test_a_generation_whose_appends_fail_ends_alone(store: RedisStore) -> None:
     broken = sessions[0]
     assert broken is not None
     writer = Writer(store, gevent.spawn)
+    broken_here = gevent.event.Event()  # the rest of the answers wait for the break
+    steps = _answer(10, 0.01)
     generations = [
-        generation(store, session, ScriptedUpstream(_answer(10, 0.01)), writer)
+        generation(store, session, ScriptedUpstream([*steps[:6], broken_here, *steps[6:]]), writer)
         for session in sessions
         if session is not None
     ]
     greenlets = [gevent.spawn(g.run) for g in generations]
-    wait_until(lambda: generations[0].events >= 3, 10, "the first chunks", sleep=gevent.sleep)
+    wait_until(
+        lambda: all(g.events == 3 and not g.writing for g in generations),
+        10,
+        "the first three chunks appended",
+        sleep=gevent.sleep,
+    )
     with redis.Redis.from_url(store_url(store)) as client:
         client.delete(f"{store.key_prefix}s:{broken.id}")
         client.set(f"{store.key_prefix}s:{broken.id}", "x")
+    broken_here.set()
     gevent.joinall(greenlets, timeout=30)
     assert isinstance(generations[0].write_error, StoreUnavailable)
     assert generations[0].events < 11  # it stopped relaying
