@@ -1011,6 +1011,7 @@ class RedisStore:
         connection of both pools.
         """
         self._closed.set()
+        self._tail.close()
         self._redis.close()
         self._blocking_redis.close()
         self._pool.disconnect()

@@ -62,6 +62,14 @@ class Tail:
         self._lock = threading.Lock()
         self._streams: dict[str, _Followed] = {}
         self._poller: threading.Thread | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """Say the store is closing its connections: a read that fails from now on
+        (however redis-py fails when its pool is disconnected under it, from another
+        thread) ends the poller quietly, its waiters told the store is unavailable.
+        """
+        self._closed = True
 
     def wait(self, stream_key: str, after: int, timeout: float) -> bool:
         """Wait until ``stream_key`` has an event past ``after``.
@@ -124,13 +132,15 @@ class Tail:
                 }
             try:
                 response = self._client.xread(cursors, count=self._count, block=self._block_ms)
-            except (redis.RedisError, OSError) as exc:
+            except Exception as exc:
                 with self._lock:  # every waiter hears of it; the next wait starts afresh
                     for followed in self._streams.values():
                         followed.failure = exc
                         followed.changed.notify_all()
                     self._streams.clear()
                     self._poller = None
+                if not (self._closed or isinstance(exc, redis.RedisError | OSError)):
+                    raise  # not Redis failing: a bug, to be seen in the log
                 return
             with self._lock:
                 for key, entries in streams_of(response):
