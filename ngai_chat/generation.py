@@ -132,7 +132,8 @@ class Generation:
         self.outbox: list[tuple[str, str]] = []
         #: the writer holds chunks of this generation (in its queue, or in flight)
         self.writing = False
-        #: set by the writer each time it is done with this generation's chunks
+        #: set by the writer when it is done with this generation's chunks (``writing``
+        #: fell)
         self.written = gevent.event.Event()
         #: the failure of an append of the writer: the generation ends with it
         self.write_error: errors.StoreUnavailable | None = None
@@ -336,21 +337,26 @@ class Writer:
                 for session_id, generation in queued.items():
                     result = results[session_id]
                     if isinstance(result, errors.StoreUnavailable):
-                        generation.write_error = result
-                        generation.outbox.clear()
-                    if generation.outbox:  # more came meanwhile: with the next trip
+                        _done_writing(generation, result)
+                    elif generation.outbox:  # more came meanwhile: with the next trip
                         self._queue.setdefault(session_id, generation)
                     else:
-                        generation.writing = False
-                    generation.written.set()
+                        _done_writing(generation)
                 queued = {}
         finally:
             self._greenlet = None
             # killed: the generations it held are told, nobody else would append
             for generation in [*queued.values(), *self._queue.values()]:
                 if generation.writing:
-                    generation.write_error = errors.StoreUnavailable()
-                    generation.outbox.clear()
-                    generation.writing = False
-                    generation.written.set()
+                    _done_writing(generation, errors.StoreUnavailable())
             self._queue = {}
+
+
+def _done_writing(generation: Generation, error: errors.StoreUnavailable | None = None) -> None:
+    """Tell ``generation`` the writer holds none of its chunks any more; ``error``:
+    they were not appended (nor will what it queues next be: it ends with it)."""
+    if error is not None:
+        generation.write_error = error
+        generation.outbox.clear()
+    generation.writing = False
+    generation.written.set()
